@@ -1,0 +1,303 @@
+"""Kaldi-compatible log-mel filterbank and MFCC through lhotse's extractor API.
+
+The numerics are ``torchaudio.compliance.kaldi`` (Kaldi's ``compute-fbank-feats``
+/ ``compute-mfcc-feats`` re-implemented in torch); lhotse supplies the
+extractor registry, manifests and compact lilcom storage.  Waveforms are
+scaled to the 16-bit integer range as Kaldi reads them, so the log energies
+match Kaldi's for the same options.  With ``snip_edges=True`` (Kaldi's default)
+an utterance of ``n`` samples has ``1 + (n - window) // shift`` frames.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from lhotse import CutSet, LilcomChunkyWriter
+from lhotse.features.base import FeatureExtractor, register_extractor
+from tqdm import tqdm
+
+from asr_hf.utils.errors import DataError
+from asr_hf.utils.io import Pathlike, atomic_output, is_done, mark_done
+
+log = logging.getLogger(__name__)
+
+INT16_SCALE = 32768.0
+
+
+@dataclass
+class KaldiFbankConfig:
+    """Options of Kaldi's compute-fbank-feats (the papers: 40 log-mel bins)."""
+
+    num_mel_bins: int = 40
+    frame_length: float = 25.0  # ms
+    frame_shift: float = 10.0  # ms
+    dither: float = 0.0  # 0 keeps features deterministic; Kaldi's default is 1.0
+    low_freq: float = 20.0
+    high_freq: float = 0.0  # <= 0: offset from Nyquist
+    use_energy: bool = False
+    snip_edges: bool = True
+    preemphasis_coefficient: float = 0.97
+
+
+@dataclass
+class KaldiMfccConfig:
+    """Options of Kaldi's compute-mfcc-feats as GMM recipes use them."""
+
+    num_ceps: int = 13
+    num_mel_bins: int = 23
+    frame_length: float = 25.0
+    frame_shift: float = 10.0
+    dither: float = 0.0
+    low_freq: float = 20.0
+    high_freq: float = 0.0
+    use_energy: bool = False
+    cepstral_lifter: float = 22.0
+    snip_edges: bool = True
+    preemphasis_coefficient: float = 0.97
+
+
+def _as_kaldi_wave(samples: np.ndarray) -> torch.Tensor:
+    x = torch.as_tensor(np.asarray(samples, dtype=np.float32))
+    if x.dim() == 1:
+        x = x.unsqueeze(0)
+    return x[:1] * INT16_SCALE
+
+
+@register_extractor
+class KaldiFbank(FeatureExtractor):
+    """Log-mel filterbank, ``(T, num_mel_bins)``."""
+
+    name = "asr_hf_kaldi_fbank"
+    config_type = KaldiFbankConfig
+
+    @property
+    def frame_shift(self) -> float:
+        return self.config.frame_shift / 1000.0
+
+    def feature_dim(self, sampling_rate: int) -> int:
+        return self.config.num_mel_bins
+
+    def extract(self, samples: np.ndarray, sampling_rate: int) -> np.ndarray:
+        from torchaudio.compliance import kaldi
+
+        opts = asdict(self.config)
+        return kaldi.fbank(_as_kaldi_wave(samples), sample_frequency=float(sampling_rate), **opts).numpy()
+
+
+@register_extractor
+class KaldiMfcc(FeatureExtractor):
+    """MFCC, ``(T, num_ceps)``."""
+
+    name = "asr_hf_kaldi_mfcc"
+    config_type = KaldiMfccConfig
+
+    @property
+    def frame_shift(self) -> float:
+        return self.config.frame_shift / 1000.0
+
+    def feature_dim(self, sampling_rate: int) -> int:
+        return self.config.num_ceps
+
+    def extract(self, samples: np.ndarray, sampling_rate: int) -> np.ndarray:
+        from torchaudio.compliance import kaldi
+
+        opts = asdict(self.config)
+        return kaldi.mfcc(_as_kaldi_wave(samples), sample_frequency=float(sampling_rate), **opts).numpy()
+
+
+EXTRACTORS = {"fbank": KaldiFbank, "mfcc": KaldiMfcc}
+
+
+def make_extractor(kind: str, **options) -> FeatureExtractor:
+    """``make_extractor("fbank", num_mel_bins=40)``."""
+    try:
+        cls = EXTRACTORS[kind]
+    except KeyError:
+        raise ValueError(f"unknown feature kind {kind!r}; choose from {sorted(EXTRACTORS)}") from None
+    return cls(cls.config_type(**options))
+
+
+def kaldi_num_frames(num_samples: int, sampling_rate: int, frame_length_ms: float = 25.0,
+                     frame_shift_ms: float = 10.0, snip_edges: bool = True) -> int:
+    """Kaldi's frame count (feature-window.cc NumFrames)."""
+    window = int(sampling_rate * frame_length_ms / 1000)
+    shift = int(sampling_rate * frame_shift_ms / 1000)
+    if snip_edges:
+        return 0 if num_samples < window else 1 + (num_samples - window) // shift
+    return int((num_samples + shift // 2) // shift)
+
+
+def _check_audio(cut, audio: np.ndarray, sampling_rate: Optional[int]) -> None:
+    src = cut.recording.sources[0].source if cut.has_recording else cut.id
+    if sampling_rate is not None and cut.sampling_rate != sampling_rate:
+        raise DataError(src, f"sampling rate {cut.sampling_rate} Hz, expected {sampling_rate} Hz")
+    if audio.size == 0:
+        raise DataError(src, "empty audio")
+    if not np.all(np.isfinite(audio)):
+        raise DataError(src, "audio has NaN/inf samples")
+    expected = cut.num_samples
+    if expected is not None and abs(audio.shape[-1] - expected) > 0.01 * cut.sampling_rate:
+        raise DataError(src, f"truncated audio: {audio.shape[-1]} samples, manifest says {expected}")
+
+
+def _attach_features(cut, feats: np.ndarray, extractor: FeatureExtractor, writer) -> object:
+    """Store ``feats`` and return the cut with a Features manifest.
+
+    Kaldi's ``snip_edges`` frame count is ``1 + (n - window) // shift`` while
+    lhotse derives frames from duration, so the feature cut's duration is set
+    to ``T * shift``: both then agree on ``T`` (the audio after the last full
+    window, under one window long, is not covered by any frame anyway).
+    """
+    from lhotse.features import Features
+    from lhotse.utils import fastcopy
+
+    shift = extractor.frame_shift
+    num_frames = int(feats.shape[0])
+    duration = round(num_frames * shift, 6)
+    key = writer.write(cut.id, feats)
+    manifest = Features(
+        type=extractor.name,
+        num_frames=num_frames,
+        num_features=int(feats.shape[1]),
+        frame_shift=shift,
+        sampling_rate=cut.sampling_rate,
+        start=cut.start,
+        duration=duration,
+        storage_type=writer.name,
+        storage_path=str(writer.storage_path),
+        storage_key=key,
+        channels=0,
+    )
+    sups = [fastcopy(s, duration=min(s.duration, duration - s.start)) for s in cut.supervisions]
+    return fastcopy(cut, duration=duration, features=manifest, supervisions=sups)
+
+
+def _extract_chunk(args) -> tuple[list, list[tuple[str, str]]]:
+    cuts, extractor, storage_path, sampling_rate, skip_bad = args
+    torch.set_num_threads(1)
+    done, bad = [], []
+    with LilcomChunkyWriter(storage_path) as writer:
+        for cut in cuts:
+            try:
+                try:
+                    audio = cut.load_audio()
+                except DataError:
+                    raise
+                except Exception as exc:  # soundfile/lhotse errors on corrupt files
+                    src = cut.recording.sources[0].source if cut.has_recording else cut.id
+                    raise DataError(src, f"unreadable audio ({type(exc).__name__}: {exc})") from exc
+                _check_audio(cut, audio, sampling_rate)
+                feats = extractor.extract(audio, cut.sampling_rate)
+                if feats.shape[0] == 0:
+                    raise DataError(cut.id, "audio shorter than one analysis window")
+                done.append(_attach_features(cut, feats, extractor, writer))
+            except DataError as exc:
+                if not skip_bad:
+                    return [], [(cut.id, str(exc)), ("__fatal__", "")]
+                bad.append((cut.id, str(exc)))
+    return done, bad
+
+
+def compute_features(
+    cuts: CutSet,
+    kind: str,
+    out_dir: Pathlike,
+    split: str,
+    jobs: Optional[int] = None,
+    sampling_rate: Optional[int] = None,
+    skip_bad: bool = False,
+    progress: bool = True,
+    **options,
+) -> CutSet:
+    """Extract and store features for ``cuts``; write ``out_dir/cuts_<split>.jsonl.gz``.
+
+    Args:
+        cuts: raw-audio cuts.
+        kind: ``"fbank"`` or ``"mfcc"``.
+        out_dir: feature directory (``feats_<split>/`` holds lilcom archives).
+        split: split name used in file names.
+        jobs: worker processes (default: all cores).
+        sampling_rate: if given, every recording must have it.
+        skip_bad: skip (and report) unreadable/empty/wrong-rate audio instead of stopping.
+        options: extractor options (``num_mel_bins=...``).
+
+    Returns:
+        The feature cuts.  On error nothing is left in ``out_dir`` for this split.
+    """
+    out_dir = Path(out_dir)
+    marker = f"{split}"
+    target = out_dir / f"cuts_{split}.jsonl.gz"
+    if is_done(out_dir, marker) and target.is_file():
+        log.info("features %s already complete", target)
+        return CutSet.from_file(target)
+    extractor = make_extractor(kind, **options)
+    cut_list = list(cuts)
+    if not cut_list:
+        raise DataError(split, "no cuts to extract features from")
+    dup = _duplicates(c.id for c in cut_list)
+    if dup:
+        raise DataError(dup[0], f"duplicate cut id ({len(dup)} duplicates in {split})")
+    jobs = jobs or os.cpu_count() or 1
+    n_chunks = max(1, min(len(cut_list), jobs * 4))
+    size = math.ceil(len(cut_list) / n_chunks)
+    chunks = [cut_list[i : i + size] for i in range(0, len(cut_list), size)]
+    feats_dir = out_dir / f"feats_{split}"
+    with atomic_output(feats_dir, is_dir=True) as tmp_dir:
+        tasks = [
+            (CutSet.from_cuts(ch), extractor, str(tmp_dir / f"part{i:04d}"), sampling_rate, skip_bad)
+            for i, ch in enumerate(chunks)
+        ]
+        done, bad = [], []
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            for res, b in tqdm(pool.map(_extract_chunk, tasks), total=len(tasks),
+                               desc=f"{kind} {split}", disable=not progress):
+                if b and b[-1][0] == "__fatal__":
+                    item, msg = b[0]
+                    raise DataError(item, msg.split(": ", 1)[-1] if msg.startswith(item) else msg)
+                done.extend(res)
+                bad.extend(b)
+        # Point the stored features at the final directory name.
+        fixed = []
+        for c in done:
+            c.features.storage_path = str(feats_dir / Path(c.features.storage_path).name)
+            fixed.append(c)
+    for cut_id, msg in bad:
+        log.warning("skipped %s: %s", cut_id, msg)
+    if not fixed:
+        raise DataError(split, "every cut was bad; nothing extracted")
+    out = CutSet.from_cuts(fixed).sort_by_recording_id()
+    with atomic_output(target) as tmp:
+        out.to_file(tmp)
+    if bad:
+        with atomic_output(out_dir / f"skipped_{split}.txt") as tmp:
+            tmp.write_text("".join(f"{c}\t{m}\n" for c, m in bad))
+    mark_done(out_dir, marker)
+    log.info("%s %s: %d cuts (%d skipped), dim %d", kind, split, len(out), len(bad),
+             extractor.feature_dim(fixed[0].sampling_rate))
+    return out
+
+
+def _duplicates(ids) -> list[str]:
+    seen, dup = set(), []
+    for i in ids:
+        if i in seen:
+            dup.append(i)
+        seen.add(i)
+    return dup
+
+
+def remove_features(out_dir: Pathlike, split: str) -> None:
+    """Delete one split's features (manifest, archives, marker)."""
+    out_dir = Path(out_dir)
+    shutil.rmtree(out_dir / f"feats_{split}", ignore_errors=True)
+    for p in (out_dir / f"cuts_{split}.jsonl.gz", out_dir / f".{split}.done"):
+        p.unlink(missing_ok=True)

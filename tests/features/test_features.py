@@ -1,0 +1,114 @@
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from lhotse import CutSet, MonoCut, Recording, SupervisionSegment
+
+from asr_hf.features.cmvn import apply_cmvn, compute_cmvn_stats, read_cmvn, write_cmvn
+from asr_hf.features.extract import compute_features, kaldi_num_frames, make_extractor
+from asr_hf.features.kaldi_ark import export_features_ark, import_features_ark
+from asr_hf.utils.errors import DataError
+
+
+def _cuts(tmp_path, n=3, sr=16000, seconds=(1.0, 1.37, 0.8)):
+    rng = np.random.default_rng(0)
+    cuts = []
+    for i in range(n):
+        path = tmp_path / f"spk{i % 2}-utt{i}.wav"
+        x = 0.1 * rng.standard_normal(int(sr * seconds[i % len(seconds)])).astype(np.float32)
+        sf.write(path, x, sr)
+        rec = Recording.from_file(path, recording_id=path.stem)
+        sup = SupervisionSegment(path.stem, path.stem, 0.0, rec.duration, text="hello world", speaker=f"spk{i % 2}")
+        cuts.append(MonoCut(path.stem, 0.0, rec.duration, 0, recording=rec, supervisions=[sup]))
+    return CutSet.from_cuts(cuts)
+
+
+def test_kaldi_frame_count():
+    assert kaldi_num_frames(400, 16000) == 1
+    assert kaldi_num_frames(399, 16000) == 0
+    assert kaldi_num_frames(16000, 16000) == 98
+    assert kaldi_num_frames(8000, 8000) == 98
+
+
+@pytest.mark.parametrize("kind, dim", [("fbank", 40), ("mfcc", 13)])
+def test_features_match_torchaudio_kaldi(tmp_path, kind, dim):
+    from torchaudio.compliance import kaldi
+
+    cuts = _cuts(tmp_path)
+    out = compute_features(cuts, kind, tmp_path / kind, "train", jobs=2, progress=False)
+    assert (tmp_path / kind / "cuts_train.jsonl.gz").is_file()
+    for cut in out:
+        feats = cut.load_features()
+        audio = cut.recording.load_audio()
+        assert feats.shape == (kaldi_num_frames(audio.shape[1], 16000), dim) == (cut.num_frames, dim)
+        fn = kaldi.fbank if kind == "fbank" else kaldi.mfcc
+        extra = {"num_mel_bins": 40} if kind == "fbank" else {"num_ceps": 13, "num_mel_bins": 23}
+        ref = fn(torch.from_numpy(audio) * 32768, sample_frequency=16000.0, dither=0.0, energy_floor=1.0,
+                 **extra).numpy()
+        # lilcom storage is lossy at ~1e-3 relative precision
+        np.testing.assert_allclose(feats, ref, atol=0.05 + 2e-3 * np.abs(ref).max())
+
+
+def test_bad_audio_stops_without_output(tmp_path):
+    cuts = _cuts(tmp_path)
+    bad = next(iter(cuts))
+    (tmp_path / f"{bad.id}.wav").write_bytes(b"RIFF\x00\x00garbage")
+    with pytest.raises(DataError, match=bad.id):
+        compute_features(cuts, "fbank", tmp_path / "fb", "train", jobs=1, progress=False)
+    assert not (tmp_path / "fb" / "cuts_train.jsonl.gz").exists()
+    assert not (tmp_path / "fb" / "feats_train").exists()
+
+
+def test_bad_audio_skipped_and_reported(tmp_path):
+    cuts = _cuts(tmp_path)
+    bad = next(iter(cuts))
+    (tmp_path / f"{bad.id}.wav").write_bytes(b"")
+    out = compute_features(cuts, "fbank", tmp_path / "fb", "train", jobs=1, skip_bad=True, progress=False)
+    assert bad.id not in {c.id for c in out} and len(out) == len(cuts) - 1
+    assert bad.id in (tmp_path / "fb" / "skipped_train.txt").read_text()
+
+
+def test_wrong_sampling_rate_named(tmp_path):
+    cuts = _cuts(tmp_path, sr=8000)
+    with pytest.raises(DataError, match="8000 Hz, expected 16000"):
+        compute_features(cuts, "fbank", tmp_path / "fb", "train", jobs=1, sampling_rate=16000, progress=False)
+
+
+def test_duplicate_ids_rejected(tmp_path):
+    cuts = list(_cuts(tmp_path, n=2))
+    with pytest.raises(DataError, match="duplicate"):
+        compute_features(cuts + cuts[:1], "fbank",
+                         tmp_path / "fb", "train", jobs=1, progress=False)
+
+
+def test_cmvn_stats_and_ark_round_trip(tmp_path):
+    cuts = compute_features(_cuts(tmp_path, n=4), "mfcc", tmp_path / "m", "train", jobs=1, progress=False)
+    stats = compute_cmvn_stats(cuts)
+    assert set(stats) == {"spk0", "spk1"}
+    spk0 = np.concatenate([c.load_features() for c in cuts if c.supervisions[0].speaker == "spk0"]).astype(np.float64)
+    np.testing.assert_allclose(stats["spk0"][0, :-1], spk0.sum(0))
+    np.testing.assert_allclose(stats["spk0"][1, :-1], (spk0**2).sum(0))
+    assert stats["spk0"][0, -1] == spk0.shape[0]
+    normed = apply_cmvn(spk0, stats["spk0"], norm_vars=True)
+    np.testing.assert_allclose(normed.mean(0), 0, atol=1e-4)
+    np.testing.assert_allclose(normed.std(0), 1, atol=1e-3)
+    write_cmvn(stats, tmp_path / "cmvn.ark", tmp_path / "cmvn.scp")
+    for path in ("cmvn.ark", "cmvn.scp"):
+        back = read_cmvn(tmp_path / path)
+        for k in stats:
+            np.testing.assert_array_equal(back[k], stats[k])
+
+
+def test_feature_ark_round_trip(tmp_path):
+    cuts = compute_features(_cuts(tmp_path), "fbank", tmp_path / "fb", "train", jobs=1, progress=False)
+    assert export_features_ark(cuts, tmp_path / "feats.ark", tmp_path / "feats.scp") == len(cuts)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "text").write_text("".join(f"{c.id} hello world\n" for c in cuts))
+    (data / "utt2spk").write_text("".join(f"{c.id} {c.supervisions[0].speaker}\n" for c in cuts))
+    back = import_features_ark(tmp_path / "feats.scp", tmp_path / "imp", "train", data_dir=data)
+    by_id = {c.id: c for c in back}
+    for cut in cuts:
+        np.testing.assert_allclose(by_id[cut.id].load_features(), cut.load_features(), atol=1e-2)
+        assert by_id[cut.id].supervisions[0].speaker == cut.supervisions[0].speaker
+        assert by_id[cut.id].num_frames == cut.num_frames
