@@ -94,7 +94,7 @@ def _spell_number_token(tok: str) -> str:
 
 
 _NUM = r"\d[\d,]*(?:\.\d+)?"
-_RE_CURRENCY = re.compile(r"\$(" + _NUM + r")")
+_RE_CURRENCY = re.compile(r"\$(" + _NUM + r")(\s+(?:thousand|million|billion|trillion)\b)?")
 _RE_PERCENT = re.compile(r"(" + _NUM + r")\s*%")
 _RE_ORDINAL = re.compile(r"\b(\d+)(st|nd|rd|th)\b", re.IGNORECASE)
 _RE_DECADE = re.compile(r"\b(\d{2,4})'?s\b")
@@ -122,7 +122,9 @@ def normalize_text(text: str) -> str:
     t = t.replace("\u2019", "'").replace("\u2018", "'").replace("`", "'")
     for pat, rep in _RE_ABBREV.items():
         t = re.sub(pat, rep, t)
-    t = _RE_CURRENCY.sub(lambda m: " " + _spell_number_token(m.group(1)) + " dollars ", t)
+    t = _RE_CURRENCY.sub(
+        lambda m: " " + _spell_number_token(m.group(1)) + (m.group(2) or "") + " dollars ", t
+    )
     t = _RE_PERCENT.sub(lambda m: " " + _spell_number_token(m.group(1)) + " percent ", t)
     t = _RE_ORDINAL.sub(lambda m: " " + ordinal_to_words(int(m.group(1))) + " ", t)
     t = _RE_DECADE.sub(lambda m: " " + _plural_number(_spell_number_token(m.group(1))) + " ", t)

@@ -33,6 +33,7 @@ def test_ordinals():
         ("The well-known 'quote' (yes)", "the well known quote yes"),
         ("Agent 007 drove 3.5 miles", "agent zero zero seven drove three point five miles"),
         ("Songs of the 1960s & 70s", "songs of the nineteen sixties and seventies"),
+        ("a $5 million deal", "a five million dollars deal"),
         ("", ""),
     ],
 )  # fmt: skip
