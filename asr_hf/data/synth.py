@@ -24,6 +24,7 @@ import io
 import json
 import logging
 import math
+import multiprocessing
 import os
 import random
 import shutil
@@ -308,7 +309,7 @@ def build_text_pools(seed: int, dev_sentences: int = 600, test_sentences: int = 
 # Average speaking rate used to turn target hours into utterance counts (measured
 # on the default speaker mix: ~2.6 words/s incl. padding); the real duration is
 # reported in corpus_stats.json.
-_SECONDS_PER_WORD = {Style.BN: 0.42, Style.SWB: 0.34}
+_SECONDS_PER_WORD = {Style.BN: 0.50, Style.SWB: 0.40}
 
 
 def plan_utterances(
@@ -377,7 +378,7 @@ def synthesize_corpus(
     plan = plan_utterances(style, spec, text, speakers, seed, out_dir / "audio")
     log.info("synthesizing %d utterances (%s, %s) with %s jobs", len(plan), style, spec, jobs or os.cpu_count())
     results: dict[str, dict] = {}
-    with ProcessPoolExecutor(max_workers=jobs or os.cpu_count()) as pool:
+    with ProcessPoolExecutor(max_workers=jobs or os.cpu_count(), mp_context=multiprocessing.get_context("spawn")) as pool:
         it = pool.map(render_utterance, plan, chunksize=8)
         for res in tqdm(it, total=len(plan), desc=f"synth {style}", disable=not progress):
             results[res["utt_id"]] = res

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import multiprocessing
 import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor
@@ -257,7 +258,7 @@ def compute_features(
             for i, ch in enumerate(chunks)
         ]
         done, bad = [], []
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             for res, b in tqdm(pool.map(_extract_chunk, tasks), total=len(tasks),
                                desc=f"{kind} {split}", disable=not progress):
                 if b and b[-1][0] == "__fatal__":

@@ -1,0 +1,139 @@
+"""Structured (dataclass) configs for acoustic-model training, registered with Hydra.
+
+Config groups mirror the architecture: ``data``, ``features``, ``model``,
+``optim``, ``trainer``, ``decode``.  The YAML files under ``conf/`` fill them;
+the schema here makes a misspelt key or a wrong type an error (``struct``
+mode), not a silently ignored override.  Optimizer-specific options live in
+``optim.options`` and are checked by the optimizer's factory (an unknown
+keyword raises).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from asr_hf.nnet.model import DNNConfig
+
+
+@dataclass
+class DataConf:
+    """Where the frames and their targets come from (paths relative to the recipe dir)."""
+
+    name: str = "synth_bn"
+    feats_dir: str = "data/fbank"  # holds cuts_<split>.jsonl.gz with features
+    ali_dir: str = "exp/tri1/ali"  # cuts_<split>.jsonl.gz with pdf_ali, info.json with num_pdfs
+    train_split: str = "train"
+    heldout_fraction: float = 0.05  # of training utterances; separate from dev
+    num_pdfs: int = 0  # 0: read from ali_dir/info.json
+    corpus_dir: str = "data/corpus"
+    lang_dir: str = "data/lang"
+
+
+@dataclass
+class FeaturesConf:
+    kind: str = "fbank"
+    num_mel_bins: int = 40
+
+
+@dataclass
+class OptimConf:
+    """An optimizer from :mod:`asr_hf.optim.registry` and its keyword options."""
+
+    name: str = "sgd"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class NewbobConf:
+    """Kaldi nnet1's learning-rate schedule on held-out cross-entropy."""
+
+    enabled: bool = True
+    start_halving_impr: float = 0.01
+    end_halving_impr: float = 0.001
+    halving_factor: float = 0.5
+    min_epochs: int = 3
+
+
+@dataclass
+class TrainerConf:
+    exp_dir: Optional[str] = None  # default: exp/dnn_<optim.name>
+    device: str = "auto"  # auto | cpu | cuda
+    seed: int = 0
+    # MINIBATCH optimizers (SGD, Adam, KFAC, K-BFGS...)
+    batch_size: int = 256
+    max_epochs: int = 10
+    newbob: NewbobConf = field(default_factory=NewbobConf)
+    # SAMPLED optimizers (Hessian-free family): one step = one HF iteration
+    max_iters: int = 20
+    # stop when this much training wall time is spent (0 = no limit)
+    time_budget_s: float = 0.0
+    eval_chunk: int = 8192
+    tf32: bool = False
+    resume: bool = True
+    keep_checkpoints: int = 2
+    features_on_device: str = "auto"  # auto | yes | no (stream minibatches from CPU memory)
+
+
+@dataclass
+class DecodeConf:
+    beam: float = 13.0
+    lattice_beam: float = 8.0
+    max_active: int = 7000
+    acwt: float = 0.1
+    prior_scale: float = 1.0
+    acwt_sweep: list[float] = field(default_factory=lambda: [0.06, 0.08, 0.1, 0.12, 0.15])
+    jobs: int = 0  # 0: all cores
+
+
+@dataclass
+class TrainConfig:
+    data: DataConf = field(default_factory=DataConf)
+    features: FeaturesConf = field(default_factory=FeaturesConf)
+    model: DNNConfig = field(default_factory=DNNConfig)
+    optim: OptimConf = field(default_factory=OptimConf)
+    trainer: TrainerConf = field(default_factory=TrainerConf)
+    decode: DecodeConf = field(default_factory=DecodeConf)
+
+
+def register_configs() -> None:
+    """Register the schema with Hydra's ConfigStore (group defaults validate against it)."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    for group, node in (
+        ("data", DataConf), ("features", FeaturesConf), ("model", DNNConfig),
+        ("optim", OptimConf), ("trainer", TrainerConf), ("decode", DecodeConf),
+    ):  # fmt: skip
+        cs.store(group=group, name=f"{group}_schema", node=node)
+
+
+def default_conf_dir() -> Path:
+    """The repository's ``conf/`` directory."""
+    return Path(__file__).resolve().parents[2] / "conf"
+
+
+def compose(overrides: list[str] | None = None, config_dir: Optional[str] = None, config_name: str = "train"):
+    """Compose a :class:`TrainConfig` from ``conf/`` plus command-line overrides.
+
+    Override order: group defaults -> experiment file (``+experiment=...``) ->
+    command line.  Unknown keys raise ``omegaconf.errors.ConfigCompositionException``.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    register_configs()
+    cdir = str(Path(config_dir or default_conf_dir()).resolve())
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=cdir, version_base="1.3"):
+        cfg = hydra_compose(config_name=config_name, overrides=list(overrides or []))
+    OmegaConf.set_struct(cfg, True)
+    return cfg
+
+
+def exp_dir_for(cfg) -> Path:
+    return Path(cfg.trainer.exp_dir or f"exp/dnn_{cfg.optim.name}")

@@ -1,0 +1,198 @@
+"""Frame-level data for the hybrid acoustic model.
+
+All frames of a set of utterances are concatenated into one ``(N, D)`` feature
+tensor with per-frame pdf targets and per-frame utterance bounds.  A spliced
+input for frame ``i`` is ``feats[clamp(i + offsets, start_i, end_i - 1)]``
+flattened, so context never crosses an utterance boundary (edge frames are
+repeated, as Kaldi's splicing does), and a whole minibatch is gathered with
+one indexing operation: no per-frame Python loops.
+
+The tensors live on the training device when they fit (``device``), else on
+the CPU and minibatches are moved as they are drawn.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+
+from asr_hf.utils.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Utterances:
+    """Concatenated frames of several utterances (CPU numpy, before splitting)."""
+
+    ids: list[str]
+    feats: np.ndarray  # (N, D) float32
+    targets: np.ndarray  # (N,) int64, -1 where unknown
+    lengths: np.ndarray  # (U,) int64
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.lengths.sum())
+
+
+def load_utterances(feature_cuts, alignment_cuts=None, require_alignment: bool = True) -> Utterances:
+    """Read features (and ``pdf_ali`` targets) of every cut into one array.
+
+    Args:
+        feature_cuts: lhotse cuts with features (e.g. ``data/fbank/cuts_train.jsonl.gz``).
+        alignment_cuts: cuts carrying the ``pdf_ali`` custom field, matched by id;
+            ``None`` when the feature cuts carry it themselves or for unlabelled data.
+        require_alignment: raise if a feature cut has no alignment (else it is skipped).
+
+    Raises:
+        DataError: an alignment whose length differs from its feature matrix by
+            more than one frame (named), or no usable utterance.
+    """
+    ali_by_id = None
+    if alignment_cuts is not None:
+        ali_by_id = {c.id: c for c in alignment_cuts}
+    ids, feats, targets, lengths = [], [], [], []
+    skipped = 0
+    for cut in feature_cuts:
+        f = cut.load_features()
+        ali = None
+        src = cut if ali_by_id is None else ali_by_id.get(cut.id)
+        if src is not None and src.has_custom("pdf_ali"):
+            ali = np.asarray(src.load_pdf_ali(), dtype=np.int64).reshape(-1)
+        if ali is None:
+            if require_alignment:
+                skipped += 1
+                continue
+            ali = np.full(f.shape[0], -1, dtype=np.int64)
+        if abs(ali.shape[0] - f.shape[0]) > 1:
+            raise DataError(cut.id, f"alignment has {ali.shape[0]} frames but features have {f.shape[0]}")
+        n = min(ali.shape[0], f.shape[0])
+        ids.append(cut.id)
+        feats.append(np.asarray(f[:n], dtype=np.float32))
+        targets.append(ali[:n])
+        lengths.append(n)
+    if skipped:
+        log.warning("%d utterances without alignment skipped (e.g. failed GMM alignment)", skipped)
+    if not ids:
+        raise DataError("cuts", "no utterance with features and alignment")
+    return Utterances(ids, np.concatenate(feats), np.concatenate(targets), np.asarray(lengths, dtype=np.int64))
+
+
+def split_heldout(utts: Utterances, fraction: float, seed: int) -> tuple[Utterances, Utterances]:
+    """Hold out a random ``fraction`` of utterances (never frames of one utterance in both)."""
+    rng = np.random.default_rng(seed)
+    u = len(utts.ids)
+    n_held = max(1, int(round(fraction * u))) if fraction > 0 else 0
+    held = set(rng.permutation(u)[:n_held].tolist())
+    bounds = np.concatenate([[0], np.cumsum(utts.lengths)])
+
+    def take(sel: Sequence[int]) -> Utterances:
+        if not sel:
+            return Utterances([], np.zeros((0, utts.feats.shape[1]), np.float32), np.zeros(0, np.int64),
+                              np.zeros(0, np.int64))
+        idx = np.concatenate([np.arange(bounds[i], bounds[i + 1]) for i in sel])
+        return Utterances([utts.ids[i] for i in sel], utts.feats[idx], utts.targets[idx], utts.lengths[list(sel)])
+
+    train = [i for i in range(u) if i not in held]
+    return take(train), take(sorted(held))
+
+
+class FrameSet:
+    """Spliced-frame access to concatenated utterances; an optimizer ``ExampleSource``.
+
+    Args:
+        utts: the frames.
+        context: frames of left/right context.
+        device: where inputs are produced; the tensors are stored there too
+            unless ``store_on`` says otherwise (e.g. "cpu" when they do not fit).
+    """
+
+    def __init__(self, utts: Utterances, context: int, device: torch.device | str = "cpu",
+                 store_on: Optional[torch.device | str] = None) -> None:
+        self.device = torch.device(device)
+        store = torch.device(store_on) if store_on is not None else self.device
+        self.ids = utts.ids
+        self.context = context
+        self.feats = torch.from_numpy(utts.feats).to(store)
+        self.targets = torch.from_numpy(utts.targets).to(store)
+        lengths = torch.from_numpy(utts.lengths)
+        ends = torch.cumsum(lengths, 0)
+        starts = ends - lengths
+        utt_of_frame = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
+        self.start = starts[utt_of_frame].to(store)
+        self.end = ends[utt_of_frame].to(store)
+        self.offsets = torch.arange(-context, context + 1, device=store)
+        self.lengths = lengths
+
+    def __len__(self) -> int:
+        return int(self.feats.shape[0])
+
+    @property
+    def feat_dim(self) -> int:
+        return int(self.feats.shape[1])
+
+    @property
+    def input_dim(self) -> int:
+        return self.feat_dim * (2 * self.context + 1)
+
+    def splice(self, idx: torch.Tensor) -> torch.Tensor:
+        """``(B,)`` frame indices -> ``(B, (2c+1) * D)`` spliced inputs on ``self.device``."""
+        idx = idx.to(self.feats.device)
+        pos = idx[:, None] + self.offsets[None, :]
+        pos = torch.maximum(pos, self.start[idx][:, None])
+        pos = torch.minimum(pos, self.end[idx][:, None] - 1)
+        x = self.feats[pos].reshape(idx.shape[0], -1)
+        return x.to(self.device, non_blocking=True)
+
+    def batches(self, indices: torch.Tensor, chunk_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``(inputs, targets)`` chunks covering ``indices`` in order (the ExampleSource contract)."""
+        for s in range(0, indices.numel(), chunk_size):
+            idx = indices[s : s + chunk_size].to(self.feats.device)
+            yield self.splice(idx), self.targets[idx].to(self.device, non_blocking=True)
+
+    def minibatches(self, batch_size: int, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One shuffled epoch of minibatches (last partial batch dropped when tiny)."""
+        perm = torch.randperm(len(self), generator=generator)
+        n = len(self)
+        full = n // batch_size
+        stop = n if n - full * batch_size >= batch_size // 2 else full * batch_size
+        yield from self.batches(perm[: max(stop, min(n, batch_size))], batch_size)
+
+    def utterance_slices(self) -> Iterator[tuple[str, slice]]:
+        end = 0
+        for uid, n in zip(self.ids, self.lengths.tolist()):
+            yield uid, slice(end, end + n)
+            end += n
+
+    def input_stats(self, max_frames: int = 200_000, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and inverse std of spliced inputs over (a sample of) the frames."""
+        g = torch.Generator().manual_seed(seed)
+        n = len(self)
+        idx = torch.randperm(n, generator=g)[: min(n, max_frames)]
+        x = torch.cat([b for b, _ in self.batches(idx, 65536)]).double()
+        mean = x.mean(0)
+        std = x.std(0).clamp_min(1e-5)
+        return mean.float(), (1.0 / std).float()
+
+
+def pdf_counts(targets: np.ndarray | torch.Tensor, num_pdfs: int) -> np.ndarray:
+    t = torch.as_tensor(targets)
+    t = t[t >= 0]
+    return torch.bincount(t.cpu(), minlength=num_pdfs).numpy()
+
+
+def log_priors(counts: np.ndarray, floor: float = 1e-8) -> np.ndarray:
+    """Kaldi nnet1 priors: ``log(count / total)``; pdfs never seen get a huge prior (disabled)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    total = counts.sum()
+    if total <= 0:
+        raise ValueError("empty pdf counts")
+    pri = np.full(counts.shape, math.log(1e30))  # never-seen pdfs: pseudo-likelihood -> -inf-ish
+    seen = counts > 0
+    pri[seen] = np.log(np.maximum(counts[seen] / total, floor))
+    return pri

@@ -1,0 +1,118 @@
+"""Trainer, data path and config tests on the tiny corpus with learnable stand-in targets.
+
+The targets here are a fixed function of the features (argmax of a random
+projection of the spliced frame), so a network can learn them; the real GMM
+alignments are exercised by the recipe smoke test.
+"""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from lhotse import CutSet
+
+from asr_hf.gmm.targets import attach_pdf_alignments
+from asr_hf.nnet.config import compose
+from asr_hf.nnet.data import FrameSet, Utterances, load_utterances, log_priors, split_heldout
+from asr_hf.nnet.trainer import Trainer, load_model, pseudo_loglikes
+
+NUM_PDFS = 6
+
+
+@pytest.fixture(scope="module")
+def recipe_root(tiny_corpus, tmp_path_factory):
+    root = tmp_path_factory.mktemp("recipe")
+    (root / "data").mkdir()
+    (root / "data" / "fbank").symlink_to(tiny_corpus.fbank_cuts("train").parent)
+    cuts = CutSet.from_file(tiny_corpus.fbank_cuts("train"))
+    proj = torch.Generator().manual_seed(0)
+    w = torch.randn(40, NUM_PDFS, generator=proj)
+    alis = {}
+    for c in cuts:
+        f = torch.from_numpy(c.load_features())
+        f = (f - f.mean(0)) / (f.std(0) + 1e-5)
+        alis[c.id] = (f @ w).argmax(-1).numpy()
+    attach_pdf_alignments(list(cuts), alis, root / "exp" / "tri1" / "ali", "train", NUM_PDFS)
+    return root
+
+
+def _cfg(root, *extra):
+    return compose(["model=dnn_tiny", f"trainer.exp_dir={root}/exp/x", "trainer.device=cpu", *extra])
+
+
+def test_splice_matches_explicit_loop():
+    lengths = np.array([3, 5])
+    feats = np.arange(16, dtype=np.float32).reshape(8, 2)
+    fs = FrameSet(Utterances(["a", "b"], feats, np.zeros(8, np.int64), lengths), context=2)
+    x = fs.splice(torch.arange(8)).numpy()
+    for i in range(8):
+        lo, hi = (0, 3) if i < 3 else (3, 8)
+        rows = [feats[min(max(i + o, lo), hi - 1)] for o in range(-2, 3)]
+        np.testing.assert_array_equal(x[i], np.concatenate(rows))
+
+
+def test_heldout_split_is_by_utterance():
+    u = Utterances([f"u{i}" for i in range(10)], np.zeros((55, 3), np.float32), np.arange(55),
+                   np.arange(1, 11))
+    tr, he = split_heldout(u, 0.2, seed=0)
+    assert len(he.ids) == 2 and not set(tr.ids) & set(he.ids)
+    assert tr.num_frames + he.num_frames == 55
+    assert sorted(np.concatenate([tr.targets, he.targets]).tolist()) == list(range(55))
+
+
+def test_log_priors_disable_unseen():
+    pri = log_priors(np.array([1, 3, 0]))
+    np.testing.assert_allclose(pri[:2], np.log([0.25, 0.75]))
+    assert pri[2] > 50  # unseen pdf: pseudo-likelihood pushed to -inf
+
+
+def test_config_rejects_typo(tmp_path):
+    with pytest.raises(Exception, match="max_epoch"):
+        compose(["trainer.max_epoch=3"])
+    with pytest.raises(Exception):
+        compose(["optim=no_such_optimizer"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("optim", ["sgd", "adam"])
+def test_training_reduces_heldout_loss(recipe_root, optim):
+    cfg = _cfg(recipe_root, f"optim={optim}", "trainer.max_epochs=3",
+               f"trainer.exp_dir={recipe_root}/exp/dnn_{optim}")
+    summary = Trainer(cfg, root=recipe_root).train()
+    exp = recipe_root / "exp" / f"dnn_{optim}"
+    rows = [json.loads(line) for line in (exp / "train_log.jsonl").read_text().splitlines()]
+    assert rows[-1]["heldout_loss"] < rows[0]["heldout_loss"] - 0.1
+    assert summary["heldout_acc"] > 0.4
+    for name in ("config.yaml", "command.txt", "final.pt", "train_summary.json", "train_log.csv",
+                 "heldout_vs_time.png"):
+        assert (exp / name).is_file(), name
+
+
+@pytest.mark.slow
+def test_kill_and_resume_matches_uninterrupted(recipe_root):
+    full = Trainer(_cfg(recipe_root, "optim=sgd", "trainer.max_epochs=3",
+                        f"trainer.exp_dir={recipe_root}/exp/full"), root=recipe_root)
+    full.train()
+    part = Trainer(_cfg(recipe_root, "optim=sgd", "trainer.max_epochs=2",
+                        f"trainer.exp_dir={recipe_root}/exp/part"), root=recipe_root)
+    part.train()  # "killed" after the epoch-2 checkpoint
+    resumed = Trainer(_cfg(recipe_root, "optim=sgd", "trainer.max_epochs=3",
+                           f"trainer.exp_dir={recipe_root}/exp/part"), root=recipe_root)
+    resumed.train()
+    for (n, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=n)
+    assert resumed.state.epoch == 3
+
+
+@pytest.mark.slow
+def test_pseudo_loglikes_shape_and_priors(recipe_root, tiny_corpus):
+    Trainer(_cfg(recipe_root, "optim=adam", "trainer.max_epochs=1",
+                 f"trainer.exp_dir={recipe_root}/exp/fwd"), root=recipe_root).train()
+    model, pri = load_model(recipe_root / "exp" / "fwd" / "final.pt")
+    cuts = CutSet.from_file(tiny_corpus.fbank_cuts("dev"))
+    uid, mat = next(iter(pseudo_loglikes(model, cuts, pri)))
+    cut = next(c for c in cuts if c.id == uid)
+    assert mat.shape == (cut.num_frames, NUM_PDFS)
+    post = mat + pri  # undo the prior division
+    np.testing.assert_allclose(np.exp(post).sum(1), 1.0, rtol=1e-4)
