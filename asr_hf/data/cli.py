@@ -18,6 +18,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--jobs", type=int, default=None, help="processes (default: all cores)")
     p.set_defaults(func=_synth)
 
+    p = sub.add_parser("make-cuts", help="per-utterance cuts + LM text from prepared (LDC) manifests")
+    p.add_argument("--manifests", required=True, type=Path, help="dir with recordings_/supervisions_<split>")
+    p.add_argument("--out", required=True, type=Path, help="corpus dir to write")
+    p.set_defaults(func=_make_cuts)
+
+    p = sub.add_parser("corpus-text", help="write the transcripts of one split, one per line")
+    p.add_argument("--corpus", required=True, type=Path, help="corpus dir with manifests/")
+    p.add_argument("--split", required=True)
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=_text)
+
     p = sub.add_parser("corpus-sizes", help="list the named synthetic corpus sizes")
     p.set_defaults(func=_sizes)
 
@@ -37,6 +48,23 @@ def _synth(args: argparse.Namespace) -> int:
 
     out = synthesize_corpus(args.out, style=args.style, size=args.size, seed=args.seed, jobs=args.jobs)
     print(json.dumps(json.loads((out / "corpus_stats.json").read_text())))
+    return 0
+
+
+def _make_cuts(args: argparse.Namespace) -> int:
+    from asr_hf.data.cuts import cuts_from_manifests
+
+    cuts_from_manifests(args.manifests, args.out)
+    return 0
+
+
+def _text(args: argparse.Namespace) -> int:
+    from asr_hf.data.synth import load_cuts
+    from asr_hf.utils.io import atomic_output
+
+    lines = [s.text for c in load_cuts(args.corpus, args.split) for s in c.supervisions if s.text]
+    with atomic_output(args.out) as tmp:
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return 0
 
 

@@ -10,6 +10,7 @@ an utterance of ``n`` samples has ``1 + (n - window) // shift`` frames.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import multiprocessing
@@ -23,6 +24,7 @@ from typing import Optional
 import numpy as np
 import torch
 from lhotse import CutSet, LilcomChunkyWriter
+from lhotse.audio.backend import audio_backend
 from lhotse.features.base import FeatureExtractor, register_extractor
 from tqdm import tqdm
 
@@ -186,7 +188,10 @@ def _extract_chunk(args) -> tuple[list, list[tuple[str, str]]]:
     cuts, extractor, storage_path, sampling_rate, skip_bad = args
     torch.set_num_threads(1)
     done, bad = [], []
-    with LilcomChunkyWriter(storage_path) as writer:
+    # lhotse reads .sph only through the sph2pipe binary; without it, libsndfile
+    # reads uncompressed NIST SPHERE (and every other format we use).
+    backend = contextlib.nullcontext() if shutil.which("sph2pipe") else audio_backend("LibsndfileBackend")
+    with backend, LilcomChunkyWriter(storage_path) as writer:
         for cut in cuts:
             try:
                 try:
@@ -195,7 +200,10 @@ def _extract_chunk(args) -> tuple[list, list[tuple[str, str]]]:
                     raise
                 except Exception as exc:  # soundfile/lhotse errors on corrupt files
                     src = cut.recording.sources[0].source if cut.has_recording else cut.id
-                    raise DataError(src, f"unreadable audio ({type(exc).__name__}: {exc})") from exc
+                    hint = ""
+                    if str(src).endswith(".sph") and not shutil.which("sph2pipe"):
+                        hint = " (shorten-compressed SPHERE needs sph2pipe on PATH: `lhotse install-sph2pipe`)"
+                    raise DataError(src, f"unreadable audio ({type(exc).__name__}: {exc}){hint}") from exc
                 _check_audio(cut, audio, sampling_rate)
                 feats = extractor.extract(audio, cut.sampling_rate)
                 if feats.shape[0] == 0:

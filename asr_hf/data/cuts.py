@@ -1,0 +1,57 @@
+"""Turn prepared corpus manifests into the per-utterance cuts the pipeline uses.
+
+Real corpora (LDC BN/SWB) come as long recordings with segment supervisions;
+the synthetic ones are one utterance per recording.  Both end up as
+``<corpus>/manifests/cuts_<split>.jsonl.gz`` (one supervision per cut, cut id =
+utterance id) plus ``<corpus>/lm_text.txt`` (training transcripts).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+from asr_hf.utils.errors import DataError
+from asr_hf.utils.io import Pathlike, atomic_output, mark_done
+
+log = logging.getLogger(__name__)
+
+
+def cuts_from_manifests(manifest_dir: Pathlike, corpus_dir: Pathlike, splits: Sequence[str] | None = None,
+                        lm_split: str = "train") -> Path:
+    """Write per-utterance cuts for every split found in ``manifest_dir``.
+
+    Args:
+        manifest_dir: holds ``recordings_<split>.jsonl.gz`` and ``supervisions_<split>.jsonl.gz``.
+        corpus_dir: output corpus directory (``manifests/cuts_<split>.jsonl.gz``, ``lm_text.txt``).
+        splits: splits to convert (default: all found).
+        lm_split: whose transcripts become the LM training text.
+    """
+    from lhotse import CutSet, RecordingSet, SupervisionSet
+
+    manifest_dir, corpus_dir = Path(manifest_dir), Path(corpus_dir)
+    found = sorted(p.name[len("recordings_"):-len(".jsonl.gz")] for p in manifest_dir.glob("recordings_*.jsonl.gz"))
+    splits = list(splits or found)
+    if not splits:
+        raise DataError(str(manifest_dir), "no recordings_<split>.jsonl.gz manifests")
+    for split in splits:
+        rec_path = manifest_dir / f"recordings_{split}.jsonl.gz"
+        sup_path = manifest_dir / f"supervisions_{split}.jsonl.gz"
+        for p in (rec_path, sup_path):
+            if not p.is_file():
+                raise DataError(str(p), "missing manifest")
+        recs = RecordingSet.from_file(rec_path)
+        sups = SupervisionSet.from_file(sup_path)
+        cuts = CutSet.from_manifests(recordings=recs, supervisions=sups).trim_to_supervisions(
+            keep_overlapping=False
+        )
+        fixed = CutSet.from_cuts(c.with_id(c.supervisions[0].id) for c in cuts).sort_by_recording_id()
+        with atomic_output(corpus_dir / "manifests" / f"cuts_{split}.jsonl.gz") as tmp:
+            fixed.to_file(tmp)
+        log.info("%s: %d utterance cuts", split, len(fixed))
+        if split == lm_split:
+            with atomic_output(corpus_dir / "lm_text.txt") as tmp:
+                tmp.write_text("".join(f"{s.text}\n" for s in sups if s.text), encoding="utf-8")
+    mark_done(corpus_dir)
+    return corpus_dir
