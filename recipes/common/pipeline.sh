@@ -1,0 +1,101 @@
+# The hybrid DNN-HMM pipeline after data preparation, shared by every recipe.
+# Sourced by recipes/<corpus>/run.sh, which sets the variables below, prepares
+# data/corpus (stage 0) and then calls `run_pipeline`.
+#
+#   1 lang + LM   2 features   3 mono   4 tri (tree)   5 alignments
+#   6 graphs      7 GMM decode 8 DNN training (one per optimizer)
+#   9 DNN decode  10 report (RESULTS.md)
+#
+# Every stage is one call into the package; outputs are written atomically and
+# a finished stage is skipped on re-run (its final artifact or .done marker).
+
+log() {
+  local fname=${BASH_SOURCE[1]##*/}
+  echo -e "$(date '+%Y-%m-%d %H:%M:%S') (${fname}:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*"
+}
+
+want() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
+
+run_pipeline() {
+  local jobs_opt=""
+  [ -n "$jobs" ] && jobs_opt="--jobs $jobs"
+
+  if want 1; then
+    log "Stage 1: lang dir, ${lm_order}-gram LM, G.fst"
+    if [ ! -f data/lang/G.fst ]; then
+      asr-hf corpus-text --corpus data/corpus --split dev --out data/local/text_dev.txt
+      asr-hf prepare-lang data/lang --text data/corpus/lm_text.txt
+      asr-hf train-lm --text data/corpus/lm_text.txt --order "$lm_order" --lang data/lang \
+        --dev data/local/text_dev.txt --out data/local/lm/lm.arpa --report data/local/lm/dev_report.json
+      asr-hf make-g --arpa data/local/lm/lm.arpa --lang data/lang
+    fi
+  fi
+
+  if want 2; then
+    log "Stage 2: features (fbank ${num_mel_bins} for the DNN, MFCC for the GMMs)"
+    asr-hf features --corpus data/corpus --out data/fbank --kind fbank --num-mel-bins "$num_mel_bins" \
+      --sampling-rate "$sample_rate" $jobs_opt
+    asr-hf features --corpus data/corpus --out data/mfcc --kind mfcc --sampling-rate "$sample_rate" $jobs_opt
+  fi
+
+  if want 3; then
+    log "Stage 3: monophone GMM-HMM (flat start)"
+    [ -f exp/mono/final.mdl ] || asr-hf train-mono data/mfcc/cuts_train.jsonl.gz data/lang exp/mono \
+      --totgauss "$mono_totgauss" $jobs_opt
+  fi
+
+  if want 4; then
+    log "Stage 4: tied-triphone GMM-HMM (decision tree, $tri_leaves leaves)"
+    [ -f exp/tri1/final.mdl ] || asr-hf train-tri data/mfcc/cuts_train.jsonl.gz data/lang exp/mono exp/tri1 \
+      --num-leaves "$tri_leaves" --totgauss "$tri_totgauss" $jobs_opt
+  fi
+
+  if want 5; then
+    log "Stage 5: frame alignments (DNN targets) with tri1"
+    asr-hf align data/mfcc/cuts_train.jsonl.gz data/lang exp/tri1 --out exp/tri1/ali $jobs_opt
+  fi
+
+  if want 6; then
+    log "Stage 6: decoding graphs (HCLG)"
+    for sys in $gmm_systems; do
+      asr-hf mkgraph data/lang "exp/$sys"
+    done
+  fi
+
+  if want 7; then
+    log "Stage 7: GMM decoding ($gmm_systems)"
+    for sys in $gmm_systems; do
+      asr-hf decode-gmm "exp/$sys" data/mfcc/cuts_dev.jsonl.gz --sweep "$acwt_sweep_gmm" $jobs_opt
+      asr-hf decode-gmm "exp/$sys" data/mfcc/cuts_test.jsonl.gz --acwt-from "exp/$sys/decode_dev" $jobs_opt
+    done
+  fi
+
+  if want 8; then
+    for opt in $optimizers; do
+      log "Stage 8: DNN training with optimizer=$opt"
+      [ -f "exp/dnn_$opt/train_summary.json" ] || asr-hf train-am --root . \
+        data="$data_conf" model="$model" trainer="$trainer" optim="$opt" \
+        trainer.exp_dir="exp/dnn_$opt" $train_overrides
+    done
+  fi
+
+  if want 9; then
+    for opt in $optimizers; do
+      log "Stage 9: DNN decoding (optimizer=$opt) with the tri1 graph"
+      for set in dev test; do
+        [ -f "exp/dnn_$opt/loglikes_$set.ark" ] || asr-hf nnet-forward --model "exp/dnn_$opt/final.pt" \
+          --cuts "data/fbank/cuts_$set.jsonl.gz" --ark "exp/dnn_$opt/loglikes_$set.ark"
+      done
+      asr-hf decode-matrices exp/tri1/graph "exp/dnn_$opt/loglikes_dev.ark" "exp/dnn_$opt/decode_dev" \
+        --cuts data/fbank/cuts_dev.jsonl.gz --sweep "$acwt_sweep_dnn" $jobs_opt
+      asr-hf decode-matrices exp/tri1/graph "exp/dnn_$opt/loglikes_test.ark" "exp/dnn_$opt/decode_test" \
+        --cuts data/fbank/cuts_test.jsonl.gz --acwt-from "exp/dnn_$opt/decode_dev" $jobs_opt
+    done
+  fi
+
+  if want 10; then
+    log "Stage 10: report"
+    asr-hf compare exp --out RESULTS.md --plot exp/wer.png
+    log "results in $(pwd)/RESULTS.md"
+  fi
+}

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Synthetic corpus recipe body: `synth_recipe.sh --style bn|swb [options] [-- hydra overrides]`.
+# Used by recipes/synth_bn/run.sh and recipes/synth_swb/run.sh.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+style=bn
+stage=0
+stop_stage=100
+size=small            # tiny | small | medium | bn50 | swb300 (asr-hf corpus-sizes)
+seed=0
+jobs=""               # processes for synthesis/features/GMM/decoding (default: all cores)
+lm_order=3
+num_mel_bins=40
+mono_totgauss=1000
+tri_leaves=1000
+tri_totgauss=8000
+gmm_systems="mono tri1"
+optimizers="sgd hf hf_lbfgs_sampled"
+model=dnn_small       # conf/model/: dnn_small (CPU), dnn_bn50 / dnn_swb300 (papers, GPU)
+trainer=cpu_demo      # conf/trainer/
+train_overrides=""    # extra Hydra overrides for every DNN, e.g. "trainer.max_iters=30"
+acwt_sweep_gmm="0.06,0.08,0.1,0.12"
+acwt_sweep_dnn="0.06,0.08,0.1,0.12,0.15"
+
+. "$here/parse_options.sh"
+[ $# -gt 0 ] && train_overrides="$train_overrides $*"
+data_conf="synth_$style"
+case $style in
+  bn) sample_rate=16000 ;;
+  swb) sample_rate=8000 ;;
+  *) echo "unknown style $style" >&2; exit 1 ;;
+esac
+. "$here/pipeline.sh"
+
+mkdir -p data exp
+{ echo "# $(date)"; echo "$0 --style $style --stage $stage --stop-stage $stop_stage --size $size --optimizers \"$optimizers\" --model $model --trainer $trainer $train_overrides"; } >> exp/commands.log
+
+if want 0; then
+  log "Stage 0: synthesize the $size $style corpus (seed $seed)"
+  asr-hf synth --out data/corpus --style "$style" --size "$size" --seed "$seed" ${jobs:+--jobs $jobs}
+fi
+
+run_pipeline
