@@ -21,6 +21,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*")
     p.set_defaults(func=_train)
 
+    p = sub.add_parser("speedup", help="time for a run to reach a baseline's final held-out loss (+ WER diff)")
+    p.add_argument("--baseline", required=True, type=Path, help="exp dir of the baseline run (e.g. exp/dnn_hf)")
+    p.add_argument("--candidates", required=True, nargs="+", type=Path)
+    p.add_argument("--out", type=Path, default=None, help="also write the markdown table here")
+    p.set_defaults(func=_speedup)
+
     p = sub.add_parser("nnet-forward", help="write per-utterance pseudo log-likelihoods to a Kaldi ark")
     p.add_argument("--model", required=True, type=Path, help="final.pt")
     p.add_argument("--cuts", required=True, type=Path, help="feature cuts")
@@ -50,6 +56,20 @@ def _train(args: argparse.Namespace) -> int:
     command = "asr-hf " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     summary = Trainer(cfg, root=args.root, command=command).train()
     print(json.dumps(summary))
+    return 0
+
+
+def _speedup(args: argparse.Namespace) -> int:
+    from asr_hf.nnet.speedup import compare_runs, speedup_table, to_json
+    from asr_hf.utils.io import atomic_output
+
+    results = [compare_runs(args.baseline, c) for c in args.candidates]
+    table = speedup_table(results)
+    print(table, end="")
+    if args.out:
+        with atomic_output(args.out) as tmp:
+            tmp.write_text(table)
+    print(to_json(results))
     return 0
 
 
