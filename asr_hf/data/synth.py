@@ -93,11 +93,12 @@ class CorpusSize:
     train_speakers: int
     dev_speakers: int
     test_speakers: int
+    lm_sentences: Optional[int] = None  # cap on LM text (spoken training sentences first); None: all
 
 
 SIZES: dict[str, CorpusSize] = {
     # a few minutes: unit and smoke tests
-    "tiny": CorpusSize(0.05, 0.01, 0.01, 8, 2, 2),
+    "tiny": CorpusSize(0.05, 0.01, 0.01, 8, 2, 2, lm_sentences=400),
     # the README demo: the whole default recipe in well under 30 min on 2 cores
     "small": CorpusSize(1.0, 0.1, 0.1, 40, 6, 6),
     "medium": CorpusSize(10.0, 0.5, 0.5, 120, 10, 10),
@@ -428,19 +429,21 @@ def synthesize_corpus(
             "words": len(words),
             "vocabulary": len(set(words)),
         }
+    lm_sentences = _lm_text(text.train, {j.text for j in plan if j.split == "train"}, spec.lm_sentences)
     with atomic_output(out_dir / "lm_text.txt") as tmp:
-        tmp.write_text("\n".join(text.train) + "\n", encoding="utf-8")
+        tmp.write_text("\n".join(lm_sentences) + "\n", encoding="utf-8")
     with atomic_output(out_dir / "speakers.json") as tmp:
         tmp.write_text(
             json.dumps({k: [dataclasses.asdict(s) for s in v] for k, v in speakers.items()}, indent=1)
         )
-    lm_vocab = {w for s in text.train for w in s.split()}
+    lm_vocab = {w for s in lm_sentences for w in s.split()}
     for split in ("dev", "test"):
         sents = text.dev if split == "dev" else text.test
         used = {j.text for j in plan if j.split == split}
         toks = [w for s in sents if s in used for w in s.split()]
         stats[split]["oov_rate_vs_lm_text"] = round(sum(w not in lm_vocab for w in toks) / max(len(toks), 1), 4)
-    stats["lm_text"] = {"sentences": len(text.train), "words": sum(len(s.split()) for s in text.train)}
+    stats["lm_text"] = {"sentences": len(lm_sentences), "words": sum(len(s.split()) for s in lm_sentences),
+                        "vocabulary": len(lm_vocab)}
     stats["style"] = style
     stats["seed"] = seed
     stats["size"] = dataclasses.asdict(spec)
@@ -449,6 +452,15 @@ def synthesize_corpus(
     mark_done(out_dir)
     log.info("corpus stats: %s", json.dumps(stats))
     return out_dir
+
+
+def _lm_text(pool: list[str], spoken: set[str], cap: Optional[int]) -> list[str]:
+    """LM training sentences: the whole training pool, or (capped) the spoken ones first."""
+    if cap is None or cap >= len(pool):
+        return list(pool)
+    first = [s for s in pool if s in spoken]
+    rest = [s for s in pool if s not in spoken]
+    return first + rest[: max(0, cap - len(first))]
 
 
 def load_cuts(corpus_dir: Pathlike, split: str):
