@@ -1,0 +1,129 @@
+"""Aligning data with a trained system (Kaldi ``steps/align_si.sh``).
+
+:func:`align` is the public entry point: it aligns one split's feature cuts
+with the system in an experiment directory and writes the DNN targets (see
+:mod:`asr_hf.gmm.targets`).  The trainers call :func:`align_with_runner` on
+the shards they already have.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from asr_hf.gmm.align import AliArchive, AlignOptions
+from asr_hf.gmm.model import GmmSystem, save_cmvn_npz
+from asr_hf.gmm.passes import AliSource, PassResult, PassRunner, PassSpec, default_jobs, log_failures, split_cuts
+from asr_hf.gmm.targets import attach_pdf_alignments
+from asr_hf.utils.errors import DataError
+from asr_hf.utils.io import Pathlike, is_done
+
+log = logging.getLogger(__name__)
+
+
+def compute_cmvn(runner: PassRunner) -> dict[str, np.ndarray]:
+    """Per-speaker CMVN statistics of the runner's shards (one parallel pass)."""
+    res = runner.run(PassSpec(source=AliSource.READ, cmvn_only=True), None)
+    log_failures(res, "CMVN statistics")
+    if not res.cmvn:
+        raise DataError("cuts", "no features for CMVN statistics")
+    return res.cmvn
+
+
+def align_with_runner(
+    system: GmmSystem,
+    runner: PassRunner,
+    cmvn: dict,
+    work_dir: Path,
+    out_dir: Path,
+    split: str,
+    cuts_paths: Sequence[Pathlike],
+    opts: AlignOptions,
+    silence_phones: Sequence[int] = (),
+    model_path: Optional[Pathlike] = None,
+) -> tuple[PassResult, dict]:
+    """Realign every shard with ``system`` and write ``out_dir``'s targets for ``split``.
+
+    Returns:
+        the pass result and a summary dict (timings, failures, frames).
+    """
+    from lhotse import CutSet
+
+    t0 = time.time()
+    shard_ali = lambda j: work_dir / f"ali_{split}.{j}.npz"  # noqa: E731
+    spec = PassSpec(source=AliSource.ALIGN, accumulate_gmm=False, align=opts, silence_phones=tuple(silence_phones))
+    res = runner.run(spec, system.state(), cmvn, ali_out=shard_ali)
+    log_failures(res, f"aligning {split}")
+    align_seconds = time.time() - t0
+    tid = AliArchive.read_many([shard_ali(j) for j in range(len(runner.shards))])
+    pdf_of = system.info.pdf
+    pdf = {k: pdf_of[v] for k, v in tid.items()}
+    cuts = [c for p in cuts_paths for c in CutSet.from_file(p)]
+    attach_pdf_alignments(
+        cuts, pdf, out_dir, split, system.num_pdfs, tid_alis=tid, failed=res.failed,
+        extra_info={"model": str(model_path)} if model_path else None,
+    )  # fmt: skip
+    for j in range(len(runner.shards)):
+        shard_ali(j).unlink(missing_ok=True)
+    summary = {
+        "split": split,
+        "utterances": res.num_done,
+        "failed": len(res.failed),
+        "retried": res.retried,
+        "frames": res.num_frames,
+        "audio_hours": res.num_frames * 0.01 / 3600,
+        "align_seconds": round(align_seconds, 3),
+        "align_cpu_seconds": round(res.cpu_seconds, 3),
+        "cpu_seconds_per_audio_hour": round(res.cpu_seconds / max(res.num_frames * 0.01 / 3600, 1e-9), 2),
+        "wall_seconds_per_audio_hour": round(align_seconds / max(res.num_frames * 0.01 / 3600, 1e-9), 2),
+        "total_seconds": round(time.time() - t0, 3),
+        "align_loglike_per_frame": res.align_loglike / res.align_frames if res.align_frames else None,
+    }
+    return res, summary
+
+
+def align(
+    exp_dir: Pathlike,
+    lang_dir: Pathlike,
+    cuts_path: Pathlike,
+    split: str,
+    out_dir: Optional[Pathlike] = None,
+    jobs: Optional[int] = None,
+    opts: AlignOptions = AlignOptions(),
+    boost_silence: Optional[float] = None,
+    force: bool = False,
+) -> dict:
+    """Align one split with the system in ``exp_dir`` (default output ``exp_dir/ali``).
+
+    CMVN statistics are computed per speaker from the split itself (as Kaldi
+    does for every data dir).  Returns a summary with timings.
+    """
+    from asr_hf.lang.lang_dir import LangDir
+
+    exp_dir = Path(exp_dir)
+    out_dir = Path(out_dir) if out_dir is not None else exp_dir / "ali"
+    if not force and is_done(out_dir, split) and (out_dir / f"cuts_{split}.jsonl.gz").is_file():
+        log.info("alignments %s/%s already complete", out_dir, split)
+        return {"split": split, "skipped": True}
+    system = GmmSystem.load(exp_dir)
+    lang = LangDir.load(lang_dir)
+    if boost_silence is not None:
+        opts = replace(opts, boost_silence=boost_silence)
+    jobs = jobs or default_jobs()
+    work = out_dir / f".work_{split}"
+    shards = split_cuts([cuts_path], work / f"split{jobs}", jobs)
+    with PassRunner(shards, lang_dir, jobs) as runner:
+        cmvn = compute_cmvn(runner)
+        save_cmvn_npz(out_dir / f"cmvn_{split}.npz", cmvn)
+        _, summary = align_with_runner(
+            system, runner, cmvn, work, out_dir, split, [cuts_path], opts,
+            silence_phones=[lang.optional_silence], model_path=exp_dir / "final.mdl",
+        )  # fmt: skip
+    shutil.rmtree(work, ignore_errors=True)
+    return summary

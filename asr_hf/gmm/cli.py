@@ -1,0 +1,142 @@
+"""``asr-hf`` subcommands of the GMM-HMM stage (thin wrappers over the library)::
+
+    asr-hf train-mono CUTS LANG EXP [--jobs N] [--totgauss 1000] [--num-iters 40] [--boost-silence 1.0]
+    asr-hf train-tri  CUTS LANG SRC_EXP EXP [--num-leaves 2000] [--totgauss 10000] [--num-iters 35] ...
+    asr-hf align      CUTS LANG EXP [--split NAME] [--out DIR] [--jobs N]
+    asr-hf import-kaldi-ali ALI FEATS OUT_DIR --split NAME [--data-dir D] [--num-pdfs N] [--kaldi-exp E]
+
+``CUTS`` is a feature-cut manifest (comma-separated for several).  Each
+command prints one JSON line with its summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+from asr_hf.gmm.feats import FeaturePipeline
+
+
+def _cuts(arg: str) -> list[str]:
+    return [p for p in arg.split(",") if p]
+
+
+def _split_name(path: str) -> str:
+    m = re.search(r"cuts_([^/]+?)\.jsonl(\.gz)?$", path)
+    return m.group(1) if m else Path(path).name.split(".")[0]
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--jobs", type=int, default=None, help="parallel processes (default: all cores)")
+    p.add_argument("--boost-silence", type=float, default=1.0, help="silence likelihood factor in alignment")
+    p.add_argument("--beam", type=float, default=10.0)
+    p.add_argument("--retry-beam", type=float, default=40.0)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train-mono", help="flat-start monophone GMM-HMM training (train_mono.sh)")
+    p.add_argument("cuts", help="training feature cuts (comma-separated list allowed)")
+    p.add_argument("lang", help="lang directory")
+    p.add_argument("exp", help="output experiment directory, e.g. exp/mono")
+    p.add_argument("--totgauss", type=int, default=1000)
+    p.add_argument("--num-iters", type=int, default=40)
+    p.add_argument("--max-iter-inc", type=int, default=30)
+    p.add_argument("--norm-vars", action="store_true", help="CMVN also normalises variances")
+    _common(p)
+    p.set_defaults(func=_train_mono)
+
+    p = sub.add_parser("train-tri", help="tied-triphone training with a new decision tree (train_deltas.sh)")
+    p.add_argument("cuts")
+    p.add_argument("lang")
+    p.add_argument("src", help="source system with ali/ (e.g. exp/mono)")
+    p.add_argument("exp", help="output experiment directory, e.g. exp/tri1")
+    p.add_argument("--num-leaves", type=int, default=2000)
+    p.add_argument("--totgauss", type=int, default=10000)
+    p.add_argument("--num-iters", type=int, default=35)
+    p.add_argument("--max-iter-inc", type=int, default=25)
+    p.add_argument("--realign-iters", default="10,20,30")
+    p.add_argument("--min-leaf-count", type=float, default=100.0, help="frames each side of a split must keep")
+    p.add_argument("--cluster-thresh", type=float, default=-1.0, help="leaf merge threshold (-1: smallest split)")
+    p.add_argument("--questions", choices=("auto", "phonetic", "both"), default="auto")
+    _common(p)
+    p.set_defaults(func=_train_tri)
+
+    p = sub.add_parser("align", help="align a split with a trained system (align_si.sh) -> pdf_ali cuts")
+    p.add_argument("cuts")
+    p.add_argument("lang")
+    p.add_argument("exp", help="system to align with (final.mdl, tree)")
+    p.add_argument("--split", default=None, help="split name (default: from the cuts file name)")
+    p.add_argument("--out", default=None, help="output dir (default: EXP/ali)")
+    p.add_argument("--force", action="store_true", help="redo even if complete")
+    _common(p)
+    p.set_defaults(func=_align)
+
+    p = sub.add_parser("import-kaldi-ali", help="Kaldi pdf alignments + features (ark/scp) -> pdf_ali cuts")
+    p.add_argument("ali", help="ali-to-pdf output (ark/scp, .gz ok; comma-separated list allowed)")
+    p.add_argument("feats", help="Kaldi feats.scp or .ark")
+    p.add_argument("out", help="output alignment dir, e.g. exp/kaldi_tri3/ali")
+    p.add_argument("--split", required=True)
+    p.add_argument("--data-dir", default=None, help="Kaldi data dir (text, utt2spk)")
+    p.add_argument("--num-pdfs", type=int, default=None)
+    p.add_argument("--kaldi-exp", default=None,
+                   help="Kaldi exp dir (binary final.mdl + tree): ALI holds transition-ids to map to pdfs")
+    p.set_defaults(func=_import)
+
+
+def _align_opts(args):
+    from asr_hf.gmm.align import AlignOptions
+
+    return AlignOptions(beam=args.beam, retry_beam=args.retry_beam, boost_silence=args.boost_silence)
+
+
+def _train_mono(args) -> int:
+    from asr_hf.gmm.mono import MonoConfig, train_mono
+
+    cfg = MonoConfig(
+        num_iters=args.num_iters, max_iter_inc=args.max_iter_inc, totgauss=args.totgauss,
+        boost_silence=args.boost_silence, beam=args.beam, retry_beam=args.retry_beam, jobs=args.jobs,
+        pipeline=FeaturePipeline(norm_vars=args.norm_vars),
+    )  # fmt: skip
+    system = train_mono(args.lang, _cuts(args.cuts), args.exp, cfg)
+    print(json.dumps({"exp": args.exp, **system.summary()}))
+    return 0
+
+
+def _train_tri(args) -> int:
+    from asr_hf.gmm.tree import TreeConfig
+    from asr_hf.gmm.tri import TriConfig, train_tri
+
+    cfg = TriConfig(
+        num_leaves=args.num_leaves, totgauss=args.totgauss, num_iters=args.num_iters,
+        max_iter_inc=args.max_iter_inc, realign_iters=tuple(int(x) for x in args.realign_iters.split(",") if x),
+        boost_silence=args.boost_silence, beam=args.beam, retry_beam=args.retry_beam, jobs=args.jobs,
+        tree=TreeConfig(min_leaf_count=args.min_leaf_count, cluster_thresh=args.cluster_thresh, questions=args.questions),
+    )  # fmt: skip
+    system = train_tri(args.lang, _cuts(args.cuts), args.src, args.exp, cfg)
+    print(json.dumps({"exp": args.exp, **system.summary()}))
+    return 0
+
+
+def _align(args) -> int:
+    from asr_hf.gmm.aligner import align
+
+    cuts = _cuts(args.cuts)
+    if len(cuts) != 1:
+        raise SystemExit("align takes one cut manifest")
+    summary = align(args.exp, args.lang, cuts[0], args.split or _split_name(cuts[0]), out_dir=args.out,
+                    jobs=args.jobs, opts=_align_opts(args), force=args.force)  # fmt: skip
+    print(json.dumps(summary))
+    return 0
+
+
+def _import(args) -> int:
+    from asr_hf.gmm.kaldi_import import import_kaldi_alignments
+
+    cuts = import_kaldi_alignments(
+        _cuts(args.ali), args.feats, args.out, args.split, data_dir=args.data_dir,
+        num_pdfs=args.num_pdfs, kaldi_exp=args.kaldi_exp,
+    )  # fmt: skip
+    print(json.dumps({"out": args.out, "split": args.split, "utterances": len(cuts)}))
+    return 0

@@ -1,0 +1,108 @@
+"""Monophone -> triphone training and alignment on the tiny synthetic corpus."""
+
+import json
+
+import numpy as np
+import pytest
+
+from asr_hf.gmm.model import GmmSystem, read_log
+from asr_hf.gmm.mono import MonoConfig, train_mono
+from asr_hf.gmm.targets import read_pdf_counts
+from asr_hf.gmm.tree import TreeConfig
+from asr_hf.gmm.tri import TriConfig, train_tri
+
+pytestmark = pytest.mark.slow
+
+
+BROKEN = "broken-utterance"
+
+
+def _with_broken_cut(src, dst):
+    """The training cuts plus one whose transcript is far too long for its audio."""
+    from lhotse import CutSet
+    from lhotse.utils import fastcopy
+
+    cuts = list(CutSet.from_file(src))
+    bad = cuts[0]
+    sup = fastcopy(bad.supervisions[0], text=" ".join([bad.supervisions[0].text] * 40))
+    cuts.append(fastcopy(bad, id=BROKEN, supervisions=[sup]))
+    CutSet.from_cuts(cuts).to_file(dst)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def systems(tiny_corpus, tmp_path_factory):
+    exp = tmp_path_factory.mktemp("gmm_exp")
+    lang = tiny_corpus.lang_dir
+    train = _with_broken_cut(tiny_corpus.mfcc_cuts("train"), exp / "cuts_train.jsonl.gz")
+    mono_cfg = MonoConfig(num_iters=10, max_iter_inc=7, totgauss=300, realign_iters=(1, 2, 3, 4, 6, 8), jobs=2)
+    train_mono(lang, train, exp / "mono", mono_cfg)
+    tri_cfg = TriConfig(
+        num_leaves=150, totgauss=500, num_iters=8, max_iter_inc=5, realign_iters=(3, 6), jobs=2,
+        tree=TreeConfig(min_leaf_count=30),
+    )  # fmt: skip
+    train_tri(lang, train, exp / "mono", exp / "tri1", tri_cfg)
+    return exp
+
+
+def _check_alignments(ali_dir, split, num_pdfs, feature_cuts):
+    from lhotse import CutSet
+
+    cuts = CutSet.from_file(ali_dir / f"cuts_{split}.jsonl.gz")
+    total = np.zeros(num_pdfs)
+    n = 0
+    for cut in cuts:
+        ali = cut.load_pdf_ali()
+        assert ali.dtype == np.int32 and len(ali) == cut.num_frames  # every frame covered
+        assert ali.min() >= 0 and ali.max() < num_pdfs  # valid pdf ids
+        total += np.bincount(ali, minlength=num_pdfs)
+        n += 1
+    src = CutSet.from_file(feature_cuts)
+    assert n >= 0.9 * len(src)  # only a few (if any) utterances may fail to align
+    np.testing.assert_array_equal(read_pdf_counts(ali_dir / f"pdf_counts_{split}.txt"), total)
+    return n
+
+
+def test_loglike_rises_and_alignments_valid(systems, tiny_corpus):
+    mono_log = read_log(systems / "mono")
+    tri_log = read_log(systems / "tri1")
+    assert [r["iter"] for r in mono_log] == list(range(10)) and [r["iter"] for r in tri_log] == list(range(1, 8))
+    m = [r["avg_loglike"] for r in mono_log]
+    t = [r["avg_loglike"] for r in tri_log]
+    assert m[-1] > m[0] + 5.0  # flat start to 10 iterations: a large gain
+    assert t[-1] > t[0]
+    assert sum(b >= a - 0.05 for a, b in zip(m, m[1:])) >= len(m) - 2  # (almost) monotone
+    assert t[-1] > m[-1]  # context-dependent states fit better than monophones
+
+    mono = GmmSystem.load(systems / "mono")
+    tri = GmmSystem.load(systems / "tri1")
+    assert tri.tree.context_width == 3 and tri.num_pdfs > mono.num_pdfs
+    summary = json.loads((systems / "tri1" / "summary.json").read_text())
+    assert summary["tree"]["num_leaves"] <= 150 and summary["agreement_with_source"]["frame_phone_agreement"] > 0.7
+    for sysdir, system in (("mono", mono), ("tri1", tri)):
+        _check_alignments(systems / sysdir / "ali", "train", system.num_pdfs, tiny_corpus.mfcc_cuts("train"))
+        # the impossible utterance is reported and skipped, never fatal
+        failed = (systems / sysdir / "ali" / "failed_train.txt").read_text()
+        assert failed.startswith(BROKEN + "\t")
+    assert all(r["failed"] >= 1 for r in mono_log)
+
+
+def test_align_dev_with_cli_and_score(systems, tiny_corpus):
+    from lhotse import CutSet
+
+    from asr_hf.cli import main
+    from asr_hf.gmm.feats import compute_cmvn_stats
+
+    dev = str(tiny_corpus.mfcc_cuts("dev"))
+    rc = main(["align", dev, str(tiny_corpus.lang_dir), str(systems / "tri1"), "--jobs", "2"])
+    assert rc == 0
+    tri = GmmSystem.load(systems / "tri1")
+    _check_alignments(systems / "tri1" / "ali", "dev", tri.num_pdfs, dev)
+    # pdf_loglikes of the aligned pdfs beat the average pdf (the model fits its alignment)
+    cuts = CutSet.from_file(systems / "tri1" / "ali" / "cuts_dev.jsonl.gz")
+    cmvn = compute_cmvn_stats(cuts)
+    cut = next(iter(cuts))
+    ll = tri.cut_loglikes(cut, cmvn)
+    assert ll.shape == (cut.num_frames, tri.num_pdfs) and np.isfinite(ll).all()
+    ali = cut.load_pdf_ali()
+    assert ll[np.arange(len(ali)), ali].mean() > ll.mean(1).mean()
