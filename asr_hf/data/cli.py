@@ -16,6 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", choices=sorted(SIZES), default="small")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the planned corpus statistics (and dev perplexity of its LM) without synthesizing")
     p.set_defaults(func=_synth)
 
     p = sub.add_parser("make-cuts", help="per-utterance cuts + LM text from prepared (LDC) manifests")
@@ -44,7 +46,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from asr_hf.data.synth import synthesize_corpus
+    from asr_hf.data.synth import plan_corpus, synthesize_corpus
+
+    if args.dry_run:
+        import tempfile
+
+        from asr_hf.lang.lm import ArpaLM, train_lm
+
+        stats = plan_corpus(args.style, args.size, args.seed)
+        with tempfile.TemporaryDirectory() as tmp:
+            arpa = train_lm(stats.pop("lm_sentences"), Path(tmp) / "lm.arpa", order=3)
+            rep = ArpaLM.read(arpa).perplexity(stats.pop("dev_sentences"))
+        stats["dev"]["perplexity_3gram"] = round(rep.ppl, 1)
+        print(json.dumps(stats))
+        return 0
 
     out = synthesize_corpus(args.out, style=args.style, size=args.size, seed=args.seed, jobs=args.jobs)
     print(json.dumps(json.loads((out / "corpus_stats.json").read_text())))

@@ -308,9 +308,9 @@ def build_text_pools(seed: int, dev_sentences: int = 600, test_sentences: int = 
 
 
 # Average speaking rate used to turn target hours into utterance counts (measured
-# on the default speaker mix: ~2.6 words/s incl. padding); the real duration is
+# on the default speaker mix, plus 0.65 s of padding per utterance); the real duration is
 # reported in corpus_stats.json.
-_SECONDS_PER_WORD = {Style.BN: 0.50, Style.SWB: 0.40}
+_SECONDS_PER_WORD = {Style.BN: 0.36, Style.SWB: 0.26}
 
 
 def plan_utterances(
@@ -452,6 +452,40 @@ def synthesize_corpus(
     mark_done(out_dir)
     log.info("corpus stats: %s", json.dumps(stats))
     return out_dir
+
+
+def plan_corpus(style: str = Style.BN, size: str | CorpusSize = "small", seed: int = 0) -> dict:
+    """Statistics of a corpus as it would be synthesized, without making audio.
+
+    Hours are estimated from word counts (the same estimate that sizes the
+    plan; real corpora come out within ~15%).  Returns per-split utterances,
+    speakers, words, vocabulary, dev/test OOV rate against the LM text, plus
+    the LM text itself (``lm_sentences`` list) for perplexity measurement.
+    """
+    spec = SIZES[size] if isinstance(size, str) else size
+    text = build_text_pools(seed)
+    speakers = make_speakers(style, spec, seed)
+    plan = plan_utterances(style, spec, text, speakers, seed, Path("/nonexistent"))
+    lm = _lm_text(text.train, {j.text for j in plan if j.split == "train"}, spec.lm_sentences)
+    lm_vocab = {w for s in lm for w in s.split()}
+    out: dict = {"style": style, "seed": seed, "size": dataclasses.asdict(spec)}
+    for split in SPLITS:
+        jobs = [j for j in plan if j.split == split]
+        words = [w for j in jobs for w in j.text.split()]
+        out[split] = {
+            "estimated_hours": round(sum(len(j.text.split()) * _SECONDS_PER_WORD[style] + 0.65 for j in jobs) / 3600, 3),
+            "utterances": len(jobs),
+            "speakers": len({j.speaker.id for j in jobs}),
+            "distinct_sentences": len({j.text for j in jobs}),
+            "words": len(words),
+            "vocabulary": len(set(words)),
+        }
+        if split != "train":
+            out[split]["oov_rate_vs_lm_text"] = round(sum(w not in lm_vocab for w in words) / max(len(words), 1), 4)
+    out["lm_text"] = {"sentences": len(lm), "words": sum(len(x.split()) for x in lm), "vocabulary": len(lm_vocab)}
+    out["dev_sentences"] = [j.text for j in plan if j.split == "dev"]
+    out["lm_sentences"] = lm
+    return out
 
 
 def _lm_text(pool: list[str], spoken: set[str], cap: Optional[int]) -> list[str]:
