@@ -242,7 +242,7 @@ def compute_features(
     Returns:
         The feature cuts.  On error nothing is left in ``out_dir`` for this split.
     """
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).resolve()  # manifests store absolute feature paths
     marker = f"{split}"
     target = out_dir / f"cuts_{split}.jsonl.gz"
     if is_done(out_dir, marker) and target.is_file():

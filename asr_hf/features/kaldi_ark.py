@@ -67,7 +67,7 @@ def import_features_ark(
     """
     from asr_hf.utils.kio import kaldi_io
 
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).resolve()  # manifests store absolute feature paths
     out_dir.mkdir(parents=True, exist_ok=True)
     text = _read_kv(Path(data_dir) / "text") if data_dir else {}
     spk = _read_kv(Path(data_dir) / "utt2spk") if data_dir else {}

@@ -394,6 +394,7 @@ def default_jobs() -> int:
 
 def log_failures(result: PassResult, what: str, max_show: int = 5) -> None:
     if result.failed:
-        show = "; ".join(f"{u}: {r}" for u, r in result.failed[:max_show])
+        # first line of each reason only (lhotse appends a long "[extra info]" repr)
+        show = "; ".join(f"{u}: {str(r).splitlines()[0] if str(r) else r}" for u, r in result.failed[:max_show])
         log.warning("%s: %d utterances skipped (%s%s)", what, len(result.failed), show,
                     "; ..." if len(result.failed) > max_show else "")

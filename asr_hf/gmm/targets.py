@@ -72,7 +72,7 @@ def attach_pdf_alignments(
     from lhotse.array import Array, TemporalArray
     from lhotse.features.io import NumpyFilesWriter
 
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).resolve()  # manifests store absolute array paths
     out_dir.mkdir(parents=True, exist_ok=True)
     counts = np.zeros(num_pdfs, dtype=np.int64)
     kept = []

@@ -1,0 +1,253 @@
+"""Decode directories and the results table across an experiment tree.
+
+Each decode directory ``exp/<system>/decode_<set>/`` holds:
+
+``wer.json``
+    machine-readable result: ``system``, ``set``, ``wer_percent``,
+    ``ser_percent``, the counts (``ref_words``, ``correct``, ``substitutions``,
+    ``deletions``, ``insertions``, ``errors``, ``sentences``,
+    ``sentence_errors``), ``missing_hyps``, ``per_speaker``, the decoding
+    settings (``acwt``, ``lmwt`` = 1/acwt, ``acwt_source``, ``sweep`` when the
+    acoustic weight was tuned, ``decode`` = :class:`DecodeConfig`), and timing
+    (``frames``, ``audio_s``, ``search_s``, ``matrix_s``, ``wall_s``,
+    ``rtf_search``, ``rtf_total`` = seconds per second of audio on one core).
+``summary.txt``
+    the same for people: Kaldi's ``%WER`` / ``%SER`` lines and the per-speaker table.
+``per_utt.txt``
+    Kaldi ``per_utt`` alignments (ref / hyp / op / #csid per utterance).
+``hyp.txt``, ``ref.txt``
+    Kaldi ``text`` files of the hypotheses and references.
+
+Training metadata comes from ``exp/<system>/train_summary.json`` when present,
+written by the training stages with these optional keys::
+
+    {"optimizer": "hf", "train_wall_s": 5231.4, "device": "cuda:0 (H100)",
+     "num_params": 6312345, "epochs": 12}
+
+:func:`collect_results` finds every ``wer.json`` under an exp tree and
+:func:`compare_table` prints them as a markdown table (one row per system,
+one WER column per set); :func:`plot_results` draws a grouped bar chart.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+from asr_hf.decode.scoring import ScoreResult, format_speaker_table, write_alignments, write_text
+from asr_hf.utils.errors import DataError
+from asr_hf.utils.io import Pathlike, atomic_output, mark_done
+
+log = logging.getLogger(__name__)
+
+WER_JSON = "wer.json"
+SUMMARY_TXT = "summary.txt"
+TRAIN_SUMMARY = "train_summary.json"
+
+
+def write_decode_dir(
+    decode_dir: Pathlike,
+    result: ScoreResult,
+    hyps: Mapping[str, Sequence[str]],
+    refs: Mapping[str, Sequence[str]],
+    meta: Optional[Mapping[str, Any]] = None,
+) -> dict[str, Any]:
+    """Write a scored decode directory (see the module docstring) and mark it done.
+
+    Args:
+        decode_dir: ``exp/<system>/decode_<set>``.
+        result: the scoring of ``hyps`` against ``refs``.
+        hyps / refs: utterance id -> words.
+        meta: extra ``wer.json`` fields (decoding settings, timing, sweep, ...).
+
+    Returns:
+        The ``wer.json`` content.
+    """
+    d = Path(decode_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    system, dset = system_and_set(d)
+    record: dict[str, Any] = {"system": system, "set": dset, **result.to_json(), **(meta or {})}
+    write_text(hyps, d / "hyp.txt")
+    write_text(refs, d / "ref.txt")
+    write_alignments(result, d / "per_utt.txt")
+    with atomic_output(d / SUMMARY_TXT) as tmp:
+        tmp.write_text(format_summary(record, result), encoding="utf-8")
+    with atomic_output(d / WER_JSON) as tmp:
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
+    mark_done(d)
+    log.info("%s: %s", d, result.total.summary().replace("\n", "; "))
+    return record
+
+
+def system_and_set(decode_dir: Path) -> tuple[str, str]:
+    """``exp/tri1/decode_dev`` -> ``("tri1", "dev")`` (set = the name after ``decode_``)."""
+    name = decode_dir.name
+    dset = name[len("decode_") :] if name.startswith("decode_") else name
+    return decode_dir.resolve().parent.name, dset
+
+
+def format_summary(record: Mapping[str, Any], result: ScoreResult) -> str:
+    """The human-readable ``summary.txt``."""
+    lines = [f"system {record['system']}  set {record['set']}", result.total.summary()]
+    if result.missing:
+        n = len(result.missing)
+        lines.append(f"{n} reference(s) without hypothesis (scored as deletions): {result.missing[:5]}")
+    if "acwt" in record:
+        src = record.get("acwt_source", "")
+        a = record["acwt"]
+        lines.append(f"acoustic weight {a:g} (LM weight {1 / a:.3g}){' ' + src if src else ''}")
+    if record.get("sweep"):
+        lines.append("acoustic-weight sweep:")
+        for s in record["sweep"]:
+            wer = "-" if s["wer_percent"] is None else f"{s['wer_percent']:.2f}"
+            lines.append(f"  acwt {s['acwt']:<8g} lmwt {1 / s['acwt']:<7.3g} %WER {wer}")
+    if record.get("rtf_total") is not None:
+        lines.append(
+            f"real-time factor per core: search {record['rtf_search']:.4f}, total {record['rtf_total']:.4f} "
+            f"({record.get('frames', 0)} frames)"
+        )
+    lines += ["", "per speaker:", format_speaker_table(result)]
+    return "\n".join(lines) + "\n"
+
+
+def read_wer(decode_dir: Pathlike) -> dict[str, Any]:
+    """The ``wer.json`` of a decode directory."""
+    path = Path(decode_dir) / WER_JSON
+    if not path.is_file():
+        raise DataError(str(decode_dir), f"no {WER_JSON}: not a scored decode directory")
+    return json.loads(path.read_text())
+
+
+# --------------------------------------------------------------------------- compare
+
+
+@dataclass
+class ResultRow:
+    """One scored decode directory plus the training metadata of its system."""
+
+    system: str
+    set: str
+    wer_percent: Optional[float]
+    ser_percent: Optional[float]
+    ref_words: int
+    acwt: Optional[float]
+    decode_dir: str
+    optimizer: Optional[str] = None
+    train_wall_s: Optional[float] = None
+    device: Optional[str] = None
+    num_params: Optional[int] = None
+
+
+def collect_results(exp_root: Pathlike) -> list[ResultRow]:
+    """Every ``*/decode_*/wer.json`` under ``exp_root``; system = the exp dir's path relative to it."""
+    root = Path(exp_root)
+    if not root.is_dir():
+        raise DataError(str(root), "no such directory")
+    rows = []
+    for wer_path in sorted(root.rglob(f"decode_*/{WER_JSON}")):
+        decode_dir = wer_path.parent
+        system_dir = decode_dir.parent
+        rec = json.loads(wer_path.read_text())
+        train: dict[str, Any] = {}
+        if (system_dir / TRAIN_SUMMARY).is_file():
+            train = json.loads((system_dir / TRAIN_SUMMARY).read_text())
+        rows.append(
+            ResultRow(
+                system=str(system_dir.relative_to(root)) if system_dir != root else system_dir.name,
+                set=system_and_set(decode_dir)[1],
+                wer_percent=rec.get("wer_percent"),
+                ser_percent=rec.get("ser_percent"),
+                ref_words=int(rec.get("ref_words", 0)),
+                acwt=rec.get("acwt"),
+                decode_dir=str(decode_dir),
+                optimizer=train.get("optimizer"),
+                train_wall_s=train.get("train_wall_s"),
+                device=train.get("device"),
+                num_params=train.get("num_params"),
+            )
+        )
+    return rows
+
+
+def _sets_in_order(rows: Sequence[ResultRow]) -> list[str]:
+    found = {r.set for r in rows}
+    return [s for s in ("dev", "test") if s in found] + sorted(found - {"dev", "test"})
+
+
+def _fmt_time(seconds: Optional[float]) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def _fmt_params(n: Optional[int]) -> str:
+    if n is None:
+        return "-"
+    return f"{n / 1e6:.2f}M" if n >= 1e5 else str(n)
+
+
+def compare_table(rows: Sequence[ResultRow]) -> str:
+    """A markdown table: system, optimizer, %WER per set, training time, parameters, device."""
+    sets = _sets_in_order(rows)
+    systems: dict[str, dict[str, ResultRow]] = {}
+    for r in rows:
+        systems.setdefault(r.system, {})[r.set] = r
+    head = ["system", "optimizer", *[f"{s} %WER" for s in sets], "train time", "params", "device"]
+    align = ["---"] * 2 + ["---:"] * len(sets) + ["---:", "---:", "---"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]
+    for system in sorted(systems):
+        by_set = systems[system]
+        any_row = next(iter(by_set.values()))
+        wers = [
+            f"{by_set[s].wer_percent:.2f}" if s in by_set and by_set[s].wer_percent is not None else "-" for s in sets
+        ]
+        cells = [
+            system,
+            any_row.optimizer or "-",
+            *wers,
+            _fmt_time(any_row.train_wall_s),
+            _fmt_params(any_row.num_params),
+            any_row.device or "-",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_results(rows: Sequence[ResultRow], out: Pathlike, title: str = "%WER by system") -> Path:
+    """Grouped bar chart of %WER (one group per system, one bar per set) saved to ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    sets = _sets_in_order(rows)
+    systems = sorted({r.system for r in rows})
+    wer = {(r.system, r.set): r.wer_percent for r in rows}
+    x = np.arange(len(systems))
+    width = 0.8 / max(len(sets), 1)
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(systems) + 2), 3.5))
+    for i, s in enumerate(sets):
+        vals = [wer.get((sy, s)) for sy in systems]
+        heights = [v if v is not None else 0.0 for v in vals]
+        bars = ax.bar(x + (i - (len(sets) - 1) / 2) * width, heights, width, label=s)
+        for b, v in zip(bars, vals):
+            if v is not None:
+                xy = (b.get_x() + b.get_width() / 2, b.get_height())
+                ax.annotate(f"{v:.1f}", xy, ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(x)
+    ax.set_xticklabels(systems, rotation=30, ha="right")
+    ax.set_ylabel("%WER")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    out = Path(out)
+    with atomic_output(out) as tmp:
+        fig.savefig(tmp, dpi=120, format=out.suffix.lstrip(".") or "png")
+    plt.close(fig)
+    return out

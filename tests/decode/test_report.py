@@ -1,0 +1,110 @@
+"""Decode dirs (wer.json/summary), acwt tuning on dev -> test, compare table, ark interop, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from decode_fixtures import LEXICON, alignment_for, one_hot_loglikes
+
+from asr_hf.cli import main
+from asr_hf.decode.decoder import DecodeConfig, decode_matrices
+from asr_hf.decode.graph import read_tid2pdf
+from asr_hf.decode.interop import read_matrices, write_matrices
+from asr_hf.decode.pipeline import EvalSet, acwt_from, tune_and_test
+from asr_hf.decode.report import collect_results, compare_table, plot_results, read_wer
+
+DEV = {"d1": ["see", "tea"], "d2": ["a", "bee", "see"], "d3": ["tea", "a"]}
+TEST = {"t1": ["bee", "tea"], "t2": ["see"]}
+
+
+def _matrices(toy_lang, toy_model, toy_graph, sents, seed=0):
+    tid2pdf = read_tid2pdf(toy_graph)
+    out = {}
+    for i, (u, words) in enumerate(sents.items()):
+        n = 8 * sum(len(LEXICON[w]) for w in words) + 6
+        pdfs = tid2pdf[np.asarray(alignment_for(toy_lang, toy_model, words, n, seed=seed + i + 1))]
+        out[u] = one_hot_loglikes(pdfs, toy_model.trans_model.num_pdfs)
+    return out
+
+
+@pytest.fixture(scope="module")
+def exp_tree(tmp_path_factory, toy_lang, toy_model, toy_graph):
+    """exp/mono with decode_dev (sweep) and decode_test (tuned acwt) plus a train_summary.json."""
+    exp = tmp_path_factory.mktemp("exp_tree")
+    system = exp / "mono"
+    system.mkdir()
+    summary = {"optimizer": "em", "train_wall_s": 3725, "num_params": 12345}
+    (system / "train_summary.json").write_text(json.dumps(summary))
+    dev_m = _matrices(toy_lang, toy_model, toy_graph, DEV)
+    test_m = _matrices(toy_lang, toy_model, toy_graph, TEST, seed=10)
+    dev = EvalSet("dev", dev_m.items(), DEV, {u: "spk1" if u != "d3" else "spk2" for u in DEV})
+    test = EvalSet("test", test_m.items(), TEST, None)
+    dev_rec, test_rec = tune_and_test(toy_graph, system, dev, test, DecodeConfig(), acwts=[0.05, 0.1, 0.2])
+    return exp, dev_rec, test_rec, dev_m
+
+
+def test_tuned_on_dev_applied_to_test(exp_tree):
+    exp, dev_rec, test_rec, _ = exp_tree
+    assert dev_rec["wer_percent"] == 0.0 and test_rec["wer_percent"] == 0.0
+    assert [s["acwt"] for s in dev_rec["sweep"]] == [0.05, 0.1, 0.2]
+    # all weights give 0% on these clean matrices: the tie goes to the configured 0.1
+    assert dev_rec["acwt"] == 0.1 and acwt_from(exp / "mono" / "decode_dev") == 0.1
+    assert test_rec["acwt"] == 0.1 and test_rec["acwt_source"].startswith("tuned on")
+    assert dev_rec["system"] == "mono" and dev_rec["set"] == "dev"
+    assert dev_rec["per_speaker"]["spk2"]["ref_words"] == 2
+    assert dev_rec["frames"] > 0 and dev_rec["rtf_search"] > 0
+    d = exp / "mono" / "decode_dev"
+    for name in ("wer.json", "summary.txt", "per_utt.txt", "hyp.txt", "ref.txt", ".done"):
+        assert (d / name).is_file(), name
+    assert read_wer(d) == json.loads((d / "wer.json").read_text())
+    summary = (d / "summary.txt").read_text()
+    assert "%WER 0.00 [ 0 / 7" in summary and "spk1" in summary and "acwt 0.05" in summary
+
+
+def test_compare_table_and_plot(exp_tree, tmp_path):
+    exp = exp_tree[0]
+    rows = collect_results(exp)
+    assert {(r.system, r.set) for r in rows} == {("mono", "dev"), ("mono", "test")}
+    table = compare_table(rows)
+    lines = table.strip().splitlines()
+    assert lines[0] == "| system | optimizer | dev %WER | test %WER | train time | params | device |"
+    assert lines[2] == "| mono | em | 0.00 | 0.00 | 1:02:05 | 12345 | - |"
+    png = plot_results(rows, tmp_path / "wer.png")
+    assert png.stat().st_size > 1000
+
+
+def test_ark_roundtrip_decodes_the_same(exp_tree, toy_graph, tmp_path):
+    dev_m = exp_tree[3]
+    n = write_matrices(dev_m.items(), tmp_path / "ll.ark", tmp_path / "ll.scp")
+    assert n == len(dev_m)
+    back = dict(read_matrices(tmp_path / "ll.scp"))
+    assert set(back) == set(dev_m)
+    np.testing.assert_array_equal(back["d1"], dev_m["d1"])
+    assert decode_matrices(toy_graph, read_matrices(f"ark:{tmp_path / 'll.ark'}")) == DEV
+
+
+def test_cli_decode_matrices_score_compare(exp_tree, toy_graph, tmp_path, capsys):
+    exp = exp_tree[0]
+    write_matrices(exp_tree[3].items(), tmp_path / "ll.ark", tmp_path / "ll.scp")
+    (tmp_path / "text").write_text("".join(f"{u} {' '.join(w)}\n" for u, w in DEV.items()))
+    out_dir = exp / "other" / "decode_dev"
+    rc = main([
+        "decode-matrices", str(toy_graph), str(tmp_path / "ll.scp"), str(out_dir), "--text", str(tmp_path / "text"),
+        "--jobs", "1", "--acwt-from", str(exp / "mono" / "decode_dev"),
+    ])  # fmt: skip
+    assert rc == 0
+    rec = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert rec["wer_percent"] == 0.0 and rec["acwt"] == 0.1 and "tuned on" in rec["acwt_source"]
+
+    (tmp_path / "hyp").write_text("d1 see tea\nd2 a bee\n")
+    assert main(["score", str(tmp_path / "text"), str(tmp_path / "hyp")]) == 0
+    out = capsys.readouterr().out
+    assert "%WER 42.86 [ 3 / 7, 0 ins, 3 del, 0 sub ]" in out and "1 reference(s) had no hypothesis" in out
+
+    assert main(["compare", str(exp), "--plot", str(tmp_path / "c.png")]) == 0
+    table = capsys.readouterr().out
+    assert "| other | - | 0.00 | - |" in table and (tmp_path / "c.png").is_file()
+    # bad input is one line, exit 2
+    assert main(["score", str(tmp_path / "nope"), str(tmp_path / "hyp")]) == 2
