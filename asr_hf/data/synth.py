@@ -37,12 +37,9 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 import soundfile as sf
-import torch
-import torchaudio.functional as AF
 from tqdm import tqdm
 
 from asr_hf.data.text import read_fortunes, select_sentences, split_disjoint
-from asr_hf.lang.lexicon import load_cmudict
 from asr_hf.utils.errors import DataError
 from asr_hf.utils.io import Pathlike, atomic_output, is_done, mark_done
 
@@ -242,6 +239,9 @@ def render_utterance(job: UtteranceJob) -> dict:
     The audio is written to a temporary name and renamed, so an existing file
     is always complete (a re-run skips it).
     """
+    import torch
+    import torchaudio.functional as AF
+
     out_sr = STYLE_RATE[job.style]
     path = Path(job.path)
     if path.is_file():
@@ -294,6 +294,8 @@ class CorpusText:
 
 def build_text_pools(seed: int, dev_sentences: int = 600, test_sentences: int = 600) -> CorpusText:
     """Sentences from Debian's fortunes, normalised, pronounceable, split disjointly."""
+    from asr_hf.lang.lexicon import load_cmudict
+
     vocab = set(load_cmudict())
     sentences = select_sentences(read_fortunes(), vocabulary=vocab)
     if len(sentences) < dev_sentences + test_sentences + 100:

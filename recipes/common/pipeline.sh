@@ -65,8 +65,8 @@ run_pipeline() {
   if want 7; then
     log "Stage 7: GMM decoding ($gmm_systems)"
     for sys in $gmm_systems; do
-      asr-hf decode-gmm "exp/$sys" data/mfcc/cuts_dev.jsonl.gz --sweep "$acwt_sweep_gmm" $jobs_opt
-      asr-hf decode-gmm "exp/$sys" data/mfcc/cuts_test.jsonl.gz --acwt-from "exp/$sys/decode_dev" $jobs_opt
+      asr-hf decode-gmm "exp/$sys" data/mfcc/cuts_dev.jsonl.gz --sweep "$acwt_sweep_gmm" $decode_opts $jobs_opt
+      asr-hf decode-gmm "exp/$sys" data/mfcc/cuts_test.jsonl.gz --acwt-from "exp/$sys/decode_dev" $decode_opts $jobs_opt
     done
   fi
 
@@ -87,9 +87,9 @@ run_pipeline() {
           --cuts "data/fbank/cuts_$set.jsonl.gz" --ark "exp/dnn_$opt/loglikes_$set.ark"
       done
       asr-hf decode-matrices exp/tri1/graph "exp/dnn_$opt/loglikes_dev.ark" "exp/dnn_$opt/decode_dev" \
-        --cuts data/fbank/cuts_dev.jsonl.gz --sweep "$acwt_sweep_dnn" $jobs_opt
+        --cuts data/fbank/cuts_dev.jsonl.gz --sweep "$acwt_sweep_dnn" $decode_opts $jobs_opt
       asr-hf decode-matrices exp/tri1/graph "exp/dnn_$opt/loglikes_test.ark" "exp/dnn_$opt/decode_test" \
-        --cuts data/fbank/cuts_test.jsonl.gz --acwt-from "exp/dnn_$opt/decode_dev" $jobs_opt
+        --cuts data/fbank/cuts_test.jsonl.gz --acwt-from "exp/dnn_$opt/decode_dev" $decode_opts $jobs_opt
     done
   fi
 

@@ -26,6 +26,7 @@ model=dnn_swb300
 trainer=default
 train_overrides=""
 acwt_sweep_gmm="0.06,0.08,0.1,0.12"
+decode_opts="--beam 13 --lattice-beam 8 --max-active 7000"  # decoder settings (asr-hf decode-gmm --help)
 acwt_sweep_dnn="0.06,0.0833,0.1,0.12"
 
 . "$here/parse_options.sh"
