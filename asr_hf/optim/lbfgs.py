@@ -66,6 +66,20 @@ class LBFGSMemory:
         self._rho.append(1.0 / sy)
         return True
 
+    def shift_curvature(self, delta: float) -> int:
+        """Replace every pair ``(s, y)`` by ``(s, y + delta s)``.
+
+        For pairs with ``y = A s`` this turns them into pairs of ``A + delta I``: the
+        exact update when only a Levenberg-Marquardt damping term changed.  Pairs that
+        lose positive curvature are dropped; returns how many were dropped.
+        """
+        if delta == 0.0 or not self._s:
+            return 0
+        pairs = [(s, y + delta * s) for s, y in zip(self._s, self._y)]
+        self.clear()
+        kept = sum(self.push(s, y) for s, y in pairs)
+        return len(pairs) - kept
+
     def gamma(self) -> float:
         """The scale of ``H0 = gamma I``."""
         if self.initial_scale is not None:

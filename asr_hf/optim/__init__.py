@@ -1,0 +1,107 @@
+"""asr_hf.optim: model-agnostic curvature optimizers.
+
+Hessian-free family (this package's composable pieces):
+
+* curvature operators: :class:`GGNOperator`, :class:`HessianOperator` (``matvec``),
+  with :func:`loss_and_gradient`, :func:`evaluate_loss`, :class:`ParamLayout`;
+* solvers: :func:`conjugate_gradient` (CG / PCG / flexible PCG, Martens' grid and
+  stopping rule, block-segmented lockstep solves);
+* preconditioners: :class:`DiagonalPreconditioner`, :class:`LBFGSPreconditioner`;
+* sampling: :class:`FixedFractionSchedule`, :class:`GeometricSchedule`, :class:`DataSampler`;
+* blocks: :func:`parameter_blocks`, :class:`BlockLayout`;
+* the optimizer: :class:`HessianFree` (registered as ``hf``, ``hf_diag``, ``hf_lbfgs``,
+  ``hf_sampled``, ``hf_lbfgs_sampled``, ``hf_block``).
+
+Optimizers are built by name through :func:`build_optimizer`.
+"""
+
+from asr_hf.optim.base import (
+    Closure,
+    ExampleSource,
+    LocalReducer,
+    LossKind,
+    OptimizerKind,
+    Reducer,
+    SampledData,
+    TensorSource,
+)
+from asr_hf.optim.block import BlockLayout, module_blocks, parameter_blocks
+from asr_hf.optim.curvature import (
+    CurvatureOperator,
+    GGNOperator,
+    GradientResult,
+    HessianOperator,
+    ParamLayout,
+    SequentialNet,
+    SourceChunks,
+    apply_output_hessian,
+    evaluate_loss,
+    loss_and_gradient,
+)
+from asr_hf.optim.hf import HF_VARIANTS, CurvatureKind, HessianFree, HFConfig
+from asr_hf.optim.lbfgs import LBFGSMemory
+from asr_hf.optim.precond import (
+    DiagonalPreconditioner,
+    IdentityPreconditioner,
+    LBFGSPreconditioner,
+    Preconditioner,
+    PreconditionerKind,
+)
+from asr_hf.optim.registry import available_optimizers, build_optimizer, optimizer_kind, register_optimizer
+from asr_hf.optim.sampling import DataSampler, FixedFractionSchedule, GeometricSchedule, SamplingKind
+from asr_hf.optim.solvers import (
+    CGResult,
+    DenseOperator,
+    LinearOperator,
+    StopReason,
+    conjugate_gradient,
+    martens_grid,
+)
+
+__all__ = [
+    "BlockLayout",
+    "CGResult",
+    "Closure",
+    "CurvatureKind",
+    "CurvatureOperator",
+    "DataSampler",
+    "DenseOperator",
+    "DiagonalPreconditioner",
+    "ExampleSource",
+    "FixedFractionSchedule",
+    "GGNOperator",
+    "GeometricSchedule",
+    "GradientResult",
+    "HFConfig",
+    "HF_VARIANTS",
+    "HessianFree",
+    "HessianOperator",
+    "IdentityPreconditioner",
+    "LBFGSMemory",
+    "LBFGSPreconditioner",
+    "LinearOperator",
+    "LocalReducer",
+    "LossKind",
+    "OptimizerKind",
+    "ParamLayout",
+    "Preconditioner",
+    "PreconditionerKind",
+    "Reducer",
+    "SampledData",
+    "SamplingKind",
+    "SequentialNet",
+    "SourceChunks",
+    "StopReason",
+    "TensorSource",
+    "apply_output_hessian",
+    "available_optimizers",
+    "build_optimizer",
+    "conjugate_gradient",
+    "evaluate_loss",
+    "loss_and_gradient",
+    "martens_grid",
+    "module_blocks",
+    "optimizer_kind",
+    "parameter_blocks",
+    "register_optimizer",
+]

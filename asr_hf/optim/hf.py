@@ -1,0 +1,576 @@
+"""The Hessian-free optimizer family (one class, variants by options).
+
+One :meth:`HessianFree.step` is one HF iteration ``k`` (Martens 2010; Kingsbury,
+Sainath & Soltau 2012; Sainath et al. 2013; Zhang et al. 2017):
+
+1. draw the gradient sample ``S_g`` and the curvature sample ``S_c`` from
+   ``data.train`` with the sampling schedule (fixed fraction or geometric);
+2. ``g = grad L_{S_g}(theta) + l2 theta`` (and, for the diagonal preconditioner, the
+   empirical-Fisher diagonal ``F = mean_n (grad l_n)^2`` from the same pass);
+3. the curvature operator ``A = C_{S_c} + (l2 + lambda) I`` (GGN or Hessian; its
+   block-diagonal part for block HF);
+4. CG on ``A p = -g`` from ``x_0 = decay * p_{k-1}`` with the chosen preconditioner
+   (none, Martens' diagonal, L-BFGS from CG's own pairs + flexible PCG), Martens'
+   stopping rule, iterates kept on the grid ``ceil(5 * 1.3^j)``;
+5. backtracking over the kept iterates on the held-out objective
+   ``f(theta) = L_heldout(theta) + 0.5 l2 |theta|^2``: start from the last iterate
+   and move to earlier ones while ``f`` decreases;
+6. the reduction ratio ``rho = (f(theta + p) - f(theta)) / q(p)`` with the damped
+   quadratic model ``q(p) = g.p + 0.5 p^T A p`` (CG's ``phi``); Levenberg-Marquardt:
+   ``lambda *= boost`` if ``rho < 1/4``, ``lambda *= drop`` if ``rho > 3/4``;
+7. Armijo line search ``f(theta + a p) <= f(theta) + c a g.p`` with ``a = 1, 0.8,
+   0.8^2, ...``; a step that does not reduce ``f`` is rejected (``theta`` unchanged)
+   and ``lambda`` is raised.
+
+Trainer contract (:class:`~asr_hf.optim.base.OptimizerKind.SAMPLED`)::
+
+    opt = build_optimizer("hf_lbfgs_sampled", model, LossKind.CROSS_ENTROPY, seed=1)
+    for epoch in ...:
+        stats = opt.step(SampledData(train=train_source, heldout=heldout_source))
+        log(stats)                      # also opt.last_stats()
+        save(model.state_dict(), opt.state_dict())
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Iterator, Optional
+
+import torch
+from torch import nn
+
+from asr_hf.optim.base import LocalReducer, LossKind, OptimizerKind, Reducer, SampledData
+from asr_hf.optim.block import BlockLayout, parameter_blocks
+from asr_hf.optim.curvature import (
+    BACKENDS,
+    CurvatureOperator,
+    GGNOperator,
+    HessianOperator,
+    ParamLayout,
+    SourceChunks,
+    evaluate_loss,
+    loss_and_gradient,
+    resolve_backend,
+)
+from asr_hf.optim.precond import (
+    DiagonalPreconditioner,
+    LBFGSPreconditioner,
+    Preconditioner,
+    PreconditionerKind,
+)
+from asr_hf.optim.registry import register_optimizer
+from asr_hf.optim.sampling import DataSampler, FixedFractionSchedule, GeometricSchedule, SamplingKind
+from asr_hf.optim.solvers import CGResult, StopReason, conjugate_gradient, martens_grid
+
+logger = logging.getLogger(__name__)
+
+Tensor = torch.Tensor
+
+
+class CurvatureKind(str, enum.Enum):
+    GGN = "ggn"
+    HESSIAN = "hessian"
+
+
+_STOP_CODES = {
+    StopReason.PROGRESS: 0,
+    StopReason.RESIDUAL: 1,
+    StopReason.MAX_ITERS: 2,
+    StopReason.NEGATIVE_CURVATURE: 3,
+    StopReason.MIXED: 4,
+}
+
+
+@dataclass
+class HFConfig:
+    """Options of :class:`HessianFree` (every registered variant takes them as keyword
+    arguments; an unknown name is a ``TypeError``).
+
+    Defaults from Martens (2010): CG cap 250, grid ``ceil(5 * 1.3^j)``, progress
+    tolerance 5e-4 with window ``max(10, 0.1 i)``, warm-start decay 0.95, damping
+    boost 3/2 and drop 2/3 at ``rho`` 1/4 and 3/4, Armijo ``c = 1e-2`` with rate 0.8,
+    preconditioner exponent 0.75.  From Kingsbury et al. (2012): gradient on all
+    training data, curvature on 1%.  Not fixed by the papers (choices made here):
+    ``initial_damping = 1``, the geometric schedule's ``initial``/``growth``/caps,
+    L-BFGS memory 20, ``ls_max_tries = 20``.
+    """
+
+    # variant
+    curvature: CurvatureKind = CurvatureKind.GGN
+    preconditioner: PreconditionerKind = PreconditionerKind.NONE
+    sampling: SamplingKind = SamplingKind.FIXED
+    block_diagonal: bool = False
+    blocks: Optional[list[list[str]]] = None  # parameter-name glob groups; None = per layer
+    # samples: fixed-fraction schedule (Kingsbury et al. 2012)
+    grad_fraction: float = 1.0
+    curv_fraction: float = 0.01
+    # samples: geometric schedule (Sainath et al. 2013)
+    grad_initial: float = 0.1
+    grad_growth: float = 1.25
+    grad_max_fraction: float = 1.0
+    curv_initial: float = 0.002
+    curv_growth: float = 1.25
+    curv_max_fraction: float = 0.05
+    # absolute caps / floors for both schedules
+    grad_min_size: int = 1
+    curv_min_size: int = 1
+    grad_max_size: Optional[int] = None
+    curv_max_size: Optional[int] = None
+    nested_samples: bool = True  # curvature sample drawn as a prefix of the gradient sample's permutation
+    heldout_size: Optional[int] = None  # None: the whole held-out set each iteration
+    chunk_size: int = 4096  # examples per forward/backward chunk
+    # objective and damping
+    l2: float = 0.0  # objective += 0.5 * l2 * |theta|^2
+    initial_damping: float = 1.0
+    damping_boost: float = 1.5
+    damping_drop: float = 2.0 / 3.0
+    rho_low: float = 0.25
+    rho_high: float = 0.75
+    min_damping: float = 0.0
+    # CG
+    cg_max_iters: int = 250
+    cg_rtol: float = 0.0  # extra stop |r| <= rtol |b| (0: off)
+    cg_progress_tol: float = 5e-4
+    cg_progress_window: int = 10
+    cg_grid_start: float = 5.0
+    cg_grid_ratio: float = 1.3
+    warm_start_decay: float = 0.95
+    flexible_cg: bool = True
+    # preconditioners
+    precond_exponent: float = 0.75
+    lbfgs_history: int = 20
+    lbfgs_keep_pairs: bool = False  # True: carry pairs across HF iterations (damping-shifted)
+    lbfgs_update_in_cg: bool = True
+    # step selection
+    backtrack: bool = True
+    line_search: bool = True
+    ls_c: float = 1e-2
+    ls_rate: float = 0.8
+    ls_max_tries: int = 20
+    # compute
+    backend: str = "auto"  # curvature back end: auto | sequential | func | double_backward
+    cache_forward: bool = True  # cache the curvature sample's forward pass across CG products
+    tf32: bool = False  # allow TF32 matmuls on CUDA during the step
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.curvature = CurvatureKind(self.curvature)
+        self.preconditioner = PreconditionerKind(self.preconditioner)
+        self.sampling = SamplingKind(self.sampling)
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.block_diagonal and self.preconditioner == PreconditionerKind.LBFGS:
+            raise ValueError("block-diagonal HF supports preconditioner 'none' or 'diagonal', not 'lbfgs'")
+        if self.curvature == CurvatureKind.HESSIAN and self.backend == "sequential":
+            raise ValueError("the 'sequential' back end computes GGN products only")
+        if not (0 < self.damping_drop <= 1 <= self.damping_boost):
+            raise ValueError("need 0 < damping_drop <= 1 <= damping_boost")
+        if self.chunk_size < 1 or self.cg_max_iters < 1:
+            raise ValueError("chunk_size and cg_max_iters must be positive")
+
+
+@contextlib.contextmanager
+def _matmul_precision(enabled: bool, device: torch.device) -> Iterator[None]:
+    """Allow TF32 matmuls on CUDA inside the block (restored afterwards)."""
+    if not enabled or device.type != "cuda":
+        yield
+        return
+    matmul = torch.backends.cuda.matmul
+    try:
+        old = matmul.fp32_precision
+        matmul.fp32_precision = "tf32"
+        restore = lambda: setattr(matmul, "fp32_precision", old)  # noqa: E731
+    except (AttributeError, RuntimeError):  # older torch, or legacy API already in use
+        old_flag = matmul.allow_tf32
+        matmul.allow_tf32 = True
+        restore = lambda: setattr(matmul, "allow_tf32", old_flag)  # noqa: E731
+    try:
+        yield
+    finally:
+        restore()
+
+
+class HessianFree:
+    """Hessian-free optimization: GGN (or Hessian) products + truncated CG per iteration.
+
+    Args:
+        model: the network; all its trainable parameters are optimized.
+        loss_kind: output non-linearity + loss (fixes the GGN's output Hessian).
+        reducer: sums gradients, products and losses over workers (identity by default).
+        **options: :class:`HFConfig` fields.
+
+    Attributes:
+        damping: the current Levenberg-Marquardt ``lambda``.
+    """
+
+    kind = OptimizerKind.SAMPLED
+
+    def __init__(
+        self, model: nn.Module, loss_kind: LossKind, *, reducer: Optional[Reducer] = None, **options: Any
+    ) -> None:
+        self.config = HFConfig(**options)
+        cfg = self.config
+        self.model = model
+        self.loss_kind = LossKind(loss_kind)
+        self.reducer = reducer or LocalReducer()
+        self.layout = ParamLayout.from_module(model)
+        if cfg.curvature == CurvatureKind.GGN:
+            resolve_backend(model, self.layout, cfg.backend)  # fail now, not at the first step
+        self.blocks: Optional[BlockLayout] = (
+            parameter_blocks(self.layout, cfg.blocks) if cfg.block_diagonal else None
+        )
+        if cfg.sampling == SamplingKind.FIXED:
+            gs = FixedFractionSchedule(cfg.grad_fraction, cfg.grad_min_size, cfg.grad_max_size)
+            cs = FixedFractionSchedule(cfg.curv_fraction, cfg.curv_min_size, cfg.curv_max_size)
+        else:
+            gs = GeometricSchedule(
+                cfg.grad_initial, cfg.grad_growth, cfg.grad_max_fraction, cfg.grad_min_size, cfg.grad_max_size
+            )
+            cs = GeometricSchedule(
+                cfg.curv_initial, cfg.curv_growth, cfg.curv_max_fraction, cfg.curv_min_size, cfg.curv_max_size
+            )
+        self.sampler = DataSampler(gs, cs, seed=cfg.seed, nested=cfg.nested_samples, heldout_size=cfg.heldout_size)
+        self.damping = float(cfg.initial_damping)
+        self.prev_solution = torch.zeros(self.layout.numel, dtype=self.layout.dtype, device=self.layout.device)
+        self.lbfgs: Optional[LBFGSPreconditioner] = None
+        if cfg.preconditioner == PreconditionerKind.LBFGS:
+            self.lbfgs = LBFGSPreconditioner(
+                self.layout.numel,
+                history=cfg.lbfgs_history,
+                keep_pairs=cfg.lbfgs_keep_pairs,
+                update_in_cg=cfg.lbfgs_update_in_cg,
+            )
+        self.grid = martens_grid(cfg.cg_max_iters, cfg.cg_grid_start, cfg.cg_grid_ratio)
+        self.num_steps = 0
+        self.counters = {"examples_grad": 0.0, "examples_curv": 0.0, "examples_heldout": 0.0, "cg_iters_total": 0.0}
+        self._stats: dict[str, float] = {}
+        self._heldout_cache: Optional[tuple[Tensor, float]] = None  # (theta, f(theta))
+
+    # ------------------------------------------------------------------ public
+    def last_stats(self) -> dict[str, float]:
+        """Statistics of the latest :meth:`step`."""
+        return dict(self._stats)
+
+    def step(self, data: SampledData) -> dict[str, float]:
+        """One HF iteration on ``data`` (see the module docstring); returns statistics:
+
+        ``loss`` (gradient-sample objective at the old parameters), ``heldout_loss_before``,
+        ``heldout_loss`` (after the step), ``lambda`` (used), ``next_lambda``, ``rho``,
+        ``cg_iters``, ``cg_stop`` (0 progress, 1 residual, 2 cap, 3 negative curvature,
+        4 mixed), ``chosen_iter``, ``step_rate``, ``accepted``, ``grad_samples``,
+        ``curv_samples``, ``heldout_samples``, ``grad_norm``, ``step_norm``,
+        ``heldout_evals``, ``lbfgs_pairs``, the ``time_*`` and ``wall_time`` seconds and
+        cumulative ``examples_*`` counts.
+        """
+        with _matmul_precision(self.config.tf32, self.layout.device):
+            return self._step(data)
+
+    # ------------------------------------------------------------------ internals
+    def _heldout_objective(self, data: SampledData, idx: Tensor, theta_now: Tensor) -> float:
+        cfg = self.config
+        s, n = evaluate_loss(
+            self.model, self.loss_kind, SourceChunks(data.heldout, idx, cfg.chunk_size), reducer=self.reducer
+        )
+        self._heldout_count += n
+        self._heldout_evals += 1
+        f = s / n
+        if cfg.l2:
+            f += 0.5 * cfg.l2 * float(theta_now.double().pow(2).sum())
+        return f
+
+    def _eval_at(self, data: SampledData, idx: Tensor, theta: Tensor, p: Tensor, rate: float = 1.0) -> float:
+        trial = theta + rate * p if rate != 1.0 else theta + p
+        self.layout.set_flat_(trial)
+        f = self._heldout_objective(data, idx, trial)
+        return f if math.isfinite(f) else math.inf
+
+    def _operator(self, data: SampledData, idx: Tensor) -> CurvatureOperator:
+        cfg = self.config
+        chunks = SourceChunks(data.train, idx, cfg.chunk_size)
+        common: dict[str, Any] = dict(
+            damping=self.damping,
+            l2=cfg.l2,
+            reducer=self.reducer,
+            cache=cfg.cache_forward,
+            blocks=self.blocks,
+            layout=self.layout,
+        )
+        if cfg.curvature == CurvatureKind.HESSIAN:
+            return HessianOperator(self.model, self.loss_kind, chunks, **common)
+        return GGNOperator(self.model, self.loss_kind, chunks, backend=cfg.backend, **common)
+
+    def _step(self, data: SampledData) -> dict[str, float]:
+        cfg = self.config
+        t_start = time.perf_counter()
+        self._heldout_count = 0.0
+        self._heldout_evals = 0
+        lam = self.damping
+        k = self.sampler.iteration
+
+        sample = self.sampler.draw(len(data.train))
+        ho_idx = self.sampler.heldout(len(data.heldout))
+        theta = self.layout.get_flat()
+
+        # -- gradient (and empirical Fisher diagonal) on the gradient sample
+        t0 = time.perf_counter()
+        want_sq = cfg.preconditioner == PreconditionerKind.DIAGONAL
+        gres = loss_and_gradient(
+            self.model,
+            self.loss_kind,
+            SourceChunks(data.train, sample.grad, cfg.chunk_size),
+            layout=self.layout,
+            reducer=self.reducer,
+            square=want_sq,
+            backend=cfg.backend,
+        )
+        grad = gres.grad
+        train_obj = gres.loss
+        if cfg.l2:
+            grad = grad + cfg.l2 * theta
+            train_obj += 0.5 * cfg.l2 * float(theta.double().pow(2).sum())
+        t_grad = time.perf_counter() - t0
+
+        # -- held-out objective at theta (reused from the previous step when valid)
+        t0 = time.perf_counter()
+        cache = self._heldout_cache
+        if (
+            cache is not None
+            and self.sampler.heldout_size is None
+            and cache[0].shape == theta.shape
+            and torch.equal(cache[0], theta)
+        ):
+            f0 = cache[1]
+        else:
+            f0 = self._heldout_objective(data, ho_idx, theta)
+        t_ho = time.perf_counter() - t0
+
+        # -- CG on (C + (l2 + lambda) I) p = -g
+        t0 = time.perf_counter()
+        op = self._operator(data, sample.curv)
+        precond: Optional[Preconditioner] = None
+        if cfg.preconditioner == PreconditionerKind.DIAGONAL:
+            assert gres.sq_grad is not None
+            precond = DiagonalPreconditioner.empirical_fisher(gres.sq_grad, lam, cfg.precond_exponent, cfg.l2)
+        elif self.lbfgs is not None:
+            precond = self.lbfgs
+            precond.begin_solve(lam)
+        x0 = self.prev_solution * cfg.warm_start_decay
+        res = conjugate_gradient(
+            op,
+            -grad,
+            x0,
+            precond=precond,
+            flexible=cfg.flexible_cg,
+            max_iters=cfg.cg_max_iters,
+            rtol=cfg.cg_rtol,
+            progress_tol=cfg.cg_progress_tol,
+            progress_window=cfg.cg_progress_window,
+            grid=self.grid,
+            observe=precond.observe if self.lbfgs is not None and precond is not None else None,
+            segments=self.blocks.segments if self.blocks is not None else None,
+            num_segments=self.blocks.num_blocks if self.blocks is not None else 1,
+        )
+        if precond is not None:
+            precond.end_solve()
+        t_cg = time.perf_counter() - t0
+
+        # -- backtracking, reduction ratio, damping, line search
+        t0 = time.perf_counter()
+        chosen, f_chosen = self._backtrack(data, ho_idx, theta, res)
+        p = chosen.x
+        pred = chosen.phi  # q(p) - q(0), the damped quadratic model
+        rho = (f_chosen - f0) / pred if pred < 0 and math.isfinite(f_chosen) else -math.inf
+        p_zero = not bool(torch.any(p != 0))
+        if p_zero and not res.negative_curvature:
+            new_lam = lam  # nothing to do: g = 0 (or CG made no progress from a zero start)
+        elif not rho >= cfg.rho_low:
+            new_lam = lam * cfg.damping_boost
+        elif rho > cfg.rho_high:
+            new_lam = lam * cfg.damping_drop
+        else:
+            new_lam = lam
+
+        gp = float(torch.dot(grad.double(), p.double()))
+        rate, f_new = 1.0, f_chosen
+        accepted = False
+        if not p_zero:
+            tries = 0
+            while True:
+                if f_new < f0 and (not cfg.line_search or f_new <= f0 + cfg.ls_c * rate * gp):
+                    accepted = True
+                    break
+                if not cfg.line_search or tries >= cfg.ls_max_tries:
+                    break
+                rate *= cfg.ls_rate
+                tries += 1
+                f_new = self._eval_at(data, ho_idx, theta, p, rate)
+        if accepted:
+            new_theta = theta + rate * p if rate != 1.0 else theta + p
+            self.layout.set_flat_(new_theta)
+            self._heldout_cache = (new_theta, f_new)
+        else:
+            rate, f_new = 0.0, f0
+            self.layout.set_flat_(theta)
+            self._heldout_cache = (theta, f0)
+            if not p_zero:
+                new_lam = lam * cfg.damping_boost
+        self.damping = max(new_lam, cfg.min_damping)
+        t_ho += time.perf_counter() - t0
+
+        self.prev_solution = res.x
+        self.sampler.advance()
+        self.num_steps += 1
+        n_curv = float(sample.curv.numel())
+        self.counters["examples_grad"] += float(sample.grad.numel())
+        self.counters["examples_curv"] += float(op.examples_processed) + (n_curv if cfg.cache_forward else 0.0)
+        self.counters["examples_heldout"] += self._heldout_count
+        self.counters["cg_iters_total"] += res.iterations
+        stats = {
+            "iteration": float(k),
+            "loss": train_obj,
+            "heldout_loss_before": f0,
+            "heldout_loss": f_new,
+            "lambda": lam,
+            "next_lambda": self.damping,
+            "rho": rho,
+            "cg_iters": float(res.iterations),
+            "cg_stop": float(_STOP_CODES[res.stop_reason]),
+            "chosen_iter": float(chosen.iteration),
+            "step_rate": rate,
+            "accepted": float(accepted),
+            "grad_samples": float(sample.grad.numel()),
+            "curv_samples": n_curv,
+            "heldout_samples": float(ho_idx.numel()),
+            "heldout_evals": float(self._heldout_evals),
+            "grad_norm": float(grad.norm()),
+            "step_norm": rate * float(p.norm()),
+            "model_reduction": pred,
+            "lbfgs_pairs": float(len(self.lbfgs.memory)) if self.lbfgs is not None else 0.0,
+            "time_gradient": t_grad,
+            "time_cg": t_cg,
+            "time_heldout": t_ho,
+            "wall_time": time.perf_counter() - t_start,
+            **self.counters,
+        }
+        self._stats = stats
+        logger.info(
+            "HF %d: loss %.5f heldout %.5f -> %.5f lambda %.3g rho %.3f cg %d (chose %d) rate %.3g%s",
+            k,
+            train_obj,
+            f0,
+            f_new,
+            lam,
+            rho,
+            res.iterations,
+            chosen.iteration,
+            rate,
+            "" if accepted else " [rejected]",
+        )
+        return dict(stats)
+
+    def _backtrack(self, data: SampledData, idx: Tensor, theta: Tensor, res: CGResult):
+        """Martens' backtracking: from the last kept iterate move to earlier ones while
+        the held-out objective decreases.  Returns ``(iterate, f(theta + x))``."""
+        iterates = res.iterates if self.config.backtrack else res.iterates[-1:]
+        chosen = iterates[-1]
+        if not bool(torch.any(chosen.x != 0)):
+            return chosen, math.inf
+        f_best = self._eval_at(data, idx, theta, chosen.x)
+        for it in reversed(iterates[:-1]):
+            f = self._eval_at(data, idx, theta, it.x)
+            if not f < f_best:
+                break
+            chosen, f_best = it, f
+        return chosen, f_best
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed for an exact resume (with the model's own state dict)."""
+        return {
+            "damping": self.damping,
+            "prev_solution": self.prev_solution.clone(),
+            "sampler": self.sampler.state_dict(),
+            "lbfgs": self.lbfgs.state_dict() if self.lbfgs is not None else {},
+            "num_steps": self.num_steps,
+            "counters": dict(self.counters),
+            # the held-out objective at the current parameters, reused by the next step
+            "heldout_cache": (
+                {"theta": self._heldout_cache[0].clone(), "value": self._heldout_cache[1]}
+                if self._heldout_cache is not None
+                else {}
+            ),
+            "config": {k: (v.value if isinstance(v, enum.Enum) else v) for k, v in asdict(self.config).items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        dev, dt = self.layout.device, self.layout.dtype
+        saved_cfg = state.get("config", {})
+        mine = {k: (v.value if isinstance(v, enum.Enum) else v) for k, v in asdict(self.config).items()}
+        diff = sorted(k for k in saved_cfg if saved_cfg[k] != mine.get(k))
+        if diff:
+            logger.warning("loading HF state saved with different options: %s", diff)
+        self.damping = float(state["damping"])
+        prev = state["prev_solution"]
+        if prev.numel() != self.layout.numel:
+            raise ValueError(f"saved CG solution has {prev.numel()} elements, model has {self.layout.numel}")
+        self.prev_solution = prev.to(device=dev, dtype=dt).clone()
+        self.sampler.load_state_dict(state["sampler"])
+        if self.lbfgs is not None and state.get("lbfgs"):
+            lb = dict(state["lbfgs"])
+            mem = dict(lb["memory"])
+            mem["s"] = [t.to(device=dev, dtype=dt) for t in mem["s"]]
+            mem["y"] = [t.to(device=dev, dtype=dt) for t in mem["y"]]
+            lb["memory"] = mem
+            self.lbfgs.load_state_dict(lb)
+        self.num_steps = int(state["num_steps"])
+        self.counters = {k: float(v) for k, v in state["counters"].items()}
+        cache = state.get("heldout_cache") or {}
+        self._heldout_cache = (cache["theta"].to(device=dev, dtype=dt), float(cache["value"])) if cache else None
+
+
+# ----------------------------------------------------------------------------- registry
+
+_VARIANTS: dict[str, tuple[dict[str, Any], str]] = {
+    "hf": ({}, "Hessian-free (Martens 2010 / Kingsbury 2012): GGN-CG, fixed-fraction samples"),
+    "hf_diag": (
+        {"preconditioner": "diagonal"},
+        "Hessian-free with Martens' empirical-Fisher^0.75 diagonal preconditioner",
+    ),
+    "hf_lbfgs": (
+        {"preconditioner": "lbfgs"},
+        "Hessian-free with the L-BFGS preconditioner and flexible PCG (Sainath et al. 2013)",
+    ),
+    "hf_sampled": (
+        {"sampling": "geometric"},
+        "Hessian-free with geometrically growing gradient/curvature samples (Sainath et al. 2013)",
+    ),
+    "hf_lbfgs_sampled": (
+        {"preconditioner": "lbfgs", "sampling": "geometric"},
+        "Hessian-free with L-BFGS-preconditioned flexible PCG and geometric sampling (Sainath et al. 2013)",
+    ),
+    "hf_block": (
+        {"block_diagonal": True},
+        "block-diagonal Hessian-free: per-layer GGN blocks, batched per-block CG (Zhang et al. 2017)",
+    ),
+}
+
+
+def _make_factory(defaults: dict[str, Any], doc: str):
+    def factory(model: nn.Module, loss_kind: LossKind, **options: Any) -> HessianFree:
+        reducer = options.pop("reducer", None)
+        return HessianFree(model, loss_kind, reducer=reducer, **{**defaults, **options})
+
+    factory.__doc__ = doc
+    return factory
+
+
+for _name, (_defaults, _doc) in _VARIANTS.items():
+    register_optimizer(_name, OptimizerKind.SAMPLED, help=_doc)(_make_factory(_defaults, _doc))
+
+HF_VARIANTS: dict[str, dict[str, Any]] = {name: dict(d) for name, (d, _) in _VARIANTS.items()}
+"""Registered HF names -> the options they preset."""
