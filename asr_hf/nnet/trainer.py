@@ -116,7 +116,10 @@ class Trainer:
         self.model.norm.inv_std.copy_(inv_std.to(self.device))
         self.kind = optimizer_kind(cfg.optim.name)
         options = OmegaConf.to_container(cfg.optim.options, resolve=True) or {}
-        self.optimizer = build_optimizer(cfg.optim.name, self.model, LossKind.CROSS_ENTROPY, **options)
+        # SAMPLED (HF) optimizers get the bare nn.Sequential (their fastest curvature path) and
+        # sources that apply the model's fixed input normalisation; the parameters are the same.
+        target = self.model.net if self.kind == OptimizerKind.SAMPLED else self.model
+        self.optimizer = build_optimizer(cfg.optim.name, target, LossKind.CROSS_ENTROPY, **options)
         self.generator = torch.Generator().manual_seed(t.seed)
         self.state = TrainState()
         log.info(
@@ -303,7 +306,9 @@ class Trainer:
             self._sync()
             start = time.perf_counter()
             if self.kind == OptimizerKind.SAMPLED:
-                stats = dict(self.optimizer.step(SampledData(self.train_set, self.heldout_set)) or {})
+                data = SampledData(NormalizedSource(self.train_set, self.model.norm),
+                                   NormalizedSource(self.heldout_set, self.model.norm))
+                stats = dict(self.optimizer.step(data) or {})
                 frames = int(stats.get("grad_samples", 0)) + int(stats.get("curv_samples", 0))
                 row_extra: dict[str, Any] = {f"opt_{k}": v for k, v in stats.items() if _is_number(v)}
             else:
@@ -384,6 +389,22 @@ class Trainer:
             tmp.write_text(json.dumps(summary, indent=1))
         self._write_reports()
         return summary
+
+
+class NormalizedSource:
+    """An ExampleSource yielding ``norm(inputs)`` of another source (for SAMPLED optimizers)."""
+
+    def __init__(self, source: FrameSet, norm: torch.nn.Module) -> None:
+        self.source = source
+        self.norm = norm
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    @torch.no_grad()
+    def batches(self, indices: torch.Tensor, chunk_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for x, y in self.source.batches(indices, chunk_size):
+            yield self.norm(x), y
 
 
 def _is_number(v: Any) -> bool:

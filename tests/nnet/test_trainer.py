@@ -116,3 +116,22 @@ def test_pseudo_loglikes_shape_and_priors(recipe_root, tiny_corpus):
     assert mat.shape == (cut.num_frames, NUM_PDFS)
     post = mat + pri  # undo the prior division
     np.testing.assert_allclose(np.exp(post).sum(1), 1.0, rtol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("optim", ["hf", "hf_lbfgs_sampled"])
+def test_hf_training_and_resume(recipe_root, optim):
+    over = [f"optim={optim}", "optim.options.cg_max_iters=15"]
+    full = Trainer(_cfg(recipe_root, *over, "trainer.max_iters=3", f"trainer.exp_dir={recipe_root}/exp/{optim}_a"),
+                   root=recipe_root)
+    summary = full.train()
+    rows = [json.loads(x) for x in (recipe_root / "exp" / f"{optim}_a" / "train_log.jsonl").read_text().splitlines()]
+    assert rows[-1]["heldout_loss"] < rows[0]["heldout_loss"]
+    assert summary["optimizer_kind"] == "sampled" and "opt_cg_iters" in "".join(rows[-1])
+    Trainer(_cfg(recipe_root, *over, "trainer.max_iters=2", f"trainer.exp_dir={recipe_root}/exp/{optim}_b"),
+            root=recipe_root).train()
+    resumed = Trainer(_cfg(recipe_root, *over, "trainer.max_iters=3", f"trainer.exp_dir={recipe_root}/exp/{optim}_b"),
+                      root=recipe_root)
+    resumed.train()
+    for (n, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=n)
