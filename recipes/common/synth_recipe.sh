@@ -13,16 +13,16 @@ jobs=""               # processes for synthesis/features/GMM/decoding (default: 
 lm_order=3
 num_mel_bins=40
 mono_totgauss=1000
-tri_leaves=1000
-tri_totgauss=8000
+tri_leaves=400
+tri_totgauss=2500
 gmm_systems="mono tri1"
 optimizers="sgd hf hf_lbfgs_sampled"
 model=dnn_small       # conf/model/: dnn_small (CPU), dnn_bn50 / dnn_swb300 (papers, GPU)
 trainer=cpu_demo      # conf/trainer/
 train_overrides=""    # extra Hydra overrides for every DNN, e.g. "trainer.max_iters=30"
-acwt_sweep_gmm="0.07,0.1"
+acwt_sweep_gmm="0.04,0.06,0.08"
 decode_opts="--beam 11 --lattice-beam 6 --max-active 2000"  # decoder settings (asr-hf decode-gmm --help)
-acwt_sweep_dnn="0.08,0.12"
+acwt_sweep_dnn="0.06,0.1"
 
 . "$here/parse_options.sh"
 [ $# -gt 0 ] && train_overrides="$train_overrides $*"
