@@ -20,13 +20,6 @@ from asr_hf.optim.curvature import (
 
 DT = torch.float64
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny float64 problems: thread hand-offs only cost time on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 N, DIN, HID, C = 9, 4, 5, 3
 

@@ -14,14 +14,6 @@ from asr_hf.optim.registry import available_optimizers, build_optimizer, optimiz
 D = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny float64 problems run fastest (and steadiest on a shared CPU) single-threaded."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 CASES = [
     ("sgd", dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01), torch.optim.SGD),
     ("adam", dict(lr=0.01, betas=[0.8, 0.99], eps=1e-6, weight_decay=0.001), torch.optim.Adam),

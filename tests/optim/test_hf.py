@@ -15,14 +15,6 @@ from asr_hf.optim.registry import available_optimizers, build_optimizer, optimiz
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny float64 problems: thread hand-offs only cost time on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _logreg_problem(n: int = 240, d: int = 5, c: int = 4, seed: int = 0):
     g = torch.Generator().manual_seed(seed)

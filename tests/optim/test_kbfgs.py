@@ -19,14 +19,6 @@ from asr_hf.optim.registry import build_optimizer, optimizer_kind
 D = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny float64 problems run fastest (and steadiest on a shared CPU) single-threaded."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _mlp(seed=0):
     torch.manual_seed(seed)

@@ -26,14 +26,6 @@ from asr_hf.optim.kron import (
 
 D = torch.float64
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny float64 problems run fastest (and steadiest on a shared CPU) single-threaded."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 ALL = CaptureSpec(input_mean=True, input_cov=True, output_mean=True, grad_mean=True, grad_cov=True)
 
 

@@ -14,13 +14,6 @@ from asr_hf.optim.solvers import DenseOperator, conjugate_gradient
 
 DT = torch.float64
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny float64 problems: thread hand-offs only cost time on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 
