@@ -20,7 +20,6 @@ derived from the seed and its index) and runs in parallel processes.
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import logging
 import math

@@ -212,7 +212,6 @@ def conjugate_gradient(
     """
     matvec = _as_matvec(a)
     apply_m = _as_matvec(precond) if precond is not None else None
-    n = b.numel()
     nb = num_segments if segments is not None else 1
     if grid is None:
         grid = martens_grid(max_iters)

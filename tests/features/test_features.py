@@ -5,7 +5,7 @@ import torch
 from lhotse import CutSet, MonoCut, Recording, SupervisionSegment
 
 from asr_hf.features.cmvn import apply_cmvn, compute_cmvn_stats, read_cmvn, write_cmvn
-from asr_hf.features.extract import compute_features, kaldi_num_frames, make_extractor
+from asr_hf.features.extract import compute_features, kaldi_num_frames
 from asr_hf.features.kaldi_ark import export_features_ark, import_features_ark
 from asr_hf.utils.errors import DataError
 

@@ -14,7 +14,7 @@ from lhotse import CutSet
 
 from asr_hf.gmm.targets import attach_pdf_alignments
 from asr_hf.nnet.config import compose
-from asr_hf.nnet.data import FrameSet, Utterances, load_utterances, log_priors, split_heldout
+from asr_hf.nnet.data import FrameSet, Utterances, log_priors, split_heldout
 from asr_hf.nnet.trainer import Trainer, load_model, pseudo_loglikes
 
 NUM_PDFS = 6

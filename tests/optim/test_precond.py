@@ -2,7 +2,6 @@
 
 import math
 
-import pytest
 import torch
 
 from asr_hf.optim.precond import (
