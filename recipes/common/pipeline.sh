@@ -106,6 +106,13 @@ run_pipeline() {
       asr-hf speedup --baseline exp/dnn_hf --candidates $cands --out exp/speedup.md
       { echo; echo "## HF speed-up at baseline HF's final held-out cross-entropy"; echo; cat exp/speedup.md; } >> RESULTS.md
     fi
+    {
+      echo; echo "## Commands"; echo
+      echo "Recipe invocations (exp/commands.log) and each DNN's exact training command:"; echo
+      echo '```'; cat exp/commands.log
+      for f in exp/*/command.txt; do [ -f "$f" ] && cat "$f"; done
+      echo '```'
+    } >> RESULTS.md
     log "results in $(pwd)/RESULTS.md"
   fi
 }
