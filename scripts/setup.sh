@@ -22,7 +22,8 @@ else
 fi
 
 PY=${PYTHON:-python3}
-if ! $PY -c "import asr_hf, torch, torchaudio, lhotse, kaldi_hmm_gmm, kaldifst, kaldilm, kaldingram" 2>/dev/null \
+# checked from / so the source tree on the cwd cannot pass for an installed package
+if ! (cd / && $PY -c "import asr_hf, torch, torchaudio, lhotse, kaldi_hmm_gmm, kaldifst, kaldilm, kaldingram" 2>/dev/null) \
    || [ pyproject.toml -nt .setup.stamp ]; then
   log "installing asr_hf and its Python dependencies"
   $PY -m pip install -q --disable-pip-version-check -e ".[dev]"
