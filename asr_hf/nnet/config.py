@@ -74,6 +74,9 @@ class TrainerConf:
     resume: bool = True
     keep_checkpoints: int = 2
     features_on_device: str = "auto"  # auto | yes | no (stream minibatches from CPU memory)
+    # torchrun runs (WORLD_SIZE > 1): auto = nccl when each local rank has a GPU, else gloo
+    dist_backend: str = "auto"
+    allow_world_size_change: bool = False  # resume a minibatch run with another world size
 
 
 @dataclass

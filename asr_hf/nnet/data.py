@@ -83,12 +83,18 @@ def load_utterances(feature_cuts, alignment_cuts=None, require_alignment: bool =
     return Utterances(ids, np.concatenate(feats), np.concatenate(targets), np.asarray(lengths, dtype=np.int64))
 
 
-def split_heldout(utts: Utterances, fraction: float, seed: int) -> tuple[Utterances, Utterances]:
-    """Hold out a random ``fraction`` of utterances (never frames of one utterance in both)."""
+def heldout_split_indices(num_utts: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """``(train, heldout)`` utterance positions, each ascending: a random ``fraction`` held out."""
     rng = np.random.default_rng(seed)
-    u = len(utts.ids)
+    u = num_utts
     n_held = max(1, int(round(fraction * u))) if fraction > 0 else 0
     held = set(rng.permutation(u)[:n_held].tolist())
+    return [i for i in range(u) if i not in held], sorted(held)
+
+
+def split_heldout(utts: Utterances, fraction: float, seed: int) -> tuple[Utterances, Utterances]:
+    """Hold out a random ``fraction`` of utterances (never frames of one utterance in both)."""
+    train, held = heldout_split_indices(len(utts.ids), fraction, seed)
     bounds = np.concatenate([[0], np.cumsum(utts.lengths)])
 
     def take(sel: Sequence[int]) -> Utterances:
@@ -98,8 +104,7 @@ def split_heldout(utts: Utterances, fraction: float, seed: int) -> tuple[Utteran
         idx = np.concatenate([np.arange(bounds[i], bounds[i + 1]) for i in sel])
         return Utterances([utts.ids[i] for i in sel], utts.feats[idx], utts.targets[idx], utts.lengths[list(sel)])
 
-    train = [i for i in range(u) if i not in held]
-    return take(train), take(sorted(held))
+    return take(train), take(held)
 
 
 class FrameSet:
@@ -171,13 +176,38 @@ class FrameSet:
 
     def input_stats(self, max_frames: int = 200_000, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and inverse std of spliced inputs over (a sample of) the frames."""
-        g = torch.Generator().manual_seed(seed)
-        n = len(self)
-        idx = torch.randperm(n, generator=g)[: min(n, max_frames)]
-        x = torch.cat([b for b, _ in self.batches(idx, 65536)]).double()
-        mean = x.mean(0)
-        std = x.std(0).clamp_min(1e-5)
-        return mean.float(), (1.0 / std).float()
+        return input_stats(self, max_frames, seed)
+
+
+def input_stats(source, max_frames: int = 200_000, seed: int = 0, reducer=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and inverse std of the inputs of an ``ExampleSource`` over a random sample of
+    ``max_frames`` of its examples, summed over data-parallel workers by ``reducer``.
+
+    With a :class:`~asr_hf.optim.distributed.ShardedSource` every rank draws the same
+    global sample, so the statistics equal the single-process ones over the union.
+    """
+    g = torch.Generator().manual_seed(seed)
+    n = len(source)
+    idx = torch.randperm(n, generator=g)[: min(n, max_frames)].sort().values
+    acc: Optional[torch.Tensor] = None
+    for x, _ in source.batches(idx, 65536):
+        x = x.double()
+        part = torch.cat([x.sum(0), x.pow(2).sum(0), x.new_tensor([x.shape[0]])])
+        acc = part if acc is None else acc + part
+    if acc is None:  # this worker's shard holds none of the sample
+        dim = getattr(getattr(source, "local", source), "input_dim")
+        acc = torch.zeros(2 * dim + 1, dtype=torch.float64)
+    acc = acc.cpu()
+    if reducer is not None:
+        acc = reducer.all_reduce_(acc)
+    d = (acc.numel() - 1) // 2
+    count = float(acc[-1])
+    if count < 2:
+        raise ValueError("input statistics need at least two frames")
+    mean = acc[:d] / count
+    var = ((acc[d : 2 * d] - count * mean.pow(2)) / (count - 1)).clamp_min(0.0)
+    std = var.sqrt().clamp_min(1e-5)
+    return mean.float(), (1.0 / std).float()
 
 
 def pdf_counts(targets: np.ndarray | torch.Tensor, num_pdfs: int) -> np.ndarray:

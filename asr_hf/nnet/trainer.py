@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import itertools
 import json
 import logging
 import random
@@ -36,10 +37,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from asr_hf.nnet.data import FrameSet, load_utterances, log_priors, pdf_counts, split_heldout
+from asr_hf.nnet.data import FrameSet, Utterances, heldout_split_indices, input_stats, load_utterances, log_priors, pdf_counts
 from asr_hf.nnet.model import DNN, DNNConfig, num_parameters
-from asr_hf.optim.base import LossKind, OptimizerKind, SampledData
-from asr_hf.optim.registry import build_optimizer, optimizer_kind
+from asr_hf.optim.base import LocalReducer, LossKind, OptimizerKind, SampledData
+from asr_hf.optim.distributed import DistReducer, ShardedSource, init_from_env, shard_range
+from asr_hf.optim.registry import build_optimizer, optimizer_info
 from asr_hf.utils.errors import DataError
 from asr_hf.utils.io import atomic_output
 
@@ -53,8 +55,9 @@ def resolve_device(name: str) -> torch.device:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, frames: FrameSet, chunk: int = 8192) -> tuple[float, float]:
-    """Mean cross-entropy and frame accuracy over every labelled frame of ``frames``."""
+def evaluate(model: torch.nn.Module, frames: FrameSet, chunk: int = 8192, reducer=None) -> tuple[float, float]:
+    """Mean cross-entropy and frame accuracy over every labelled frame of ``frames``
+    (summed over data-parallel workers by ``reducer``: each holds a shard)."""
     model.eval()
     total_loss, correct, count = 0.0, 0, 0
     idx = torch.arange(len(frames))
@@ -65,6 +68,10 @@ def evaluate(model: torch.nn.Module, frames: FrameSet, chunk: int = 8192) -> tup
         correct += int((logits.argmax(-1) == y[keep]).sum())
         count += int(keep.sum())
     model.train()
+    if reducer is not None:
+        total_loss, correct, count = reducer.all_reduce_(
+            torch.tensor([total_loss, correct, count], dtype=torch.float64)
+        ).tolist()
     return total_loss / max(count, 1), correct / max(count, 1)
 
 
@@ -79,6 +86,7 @@ class TrainState:
     halving: bool = False
     best_heldout: float = float("inf")
     done: bool = False
+    world_size: int = 1  # processes of the run that wrote the state
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -99,33 +107,71 @@ class Trainer:
         self.cfg = cfg
         self.root = Path(root)
         self.exp = self.root / exp_dir_for(cfg)
-        self.exp.mkdir(parents=True, exist_ok=True)
-        (self.exp / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        (self.exp / "command.txt").write_text((command or " ".join(map(shlex.quote, sys.argv))) + "\n")
         t = cfg.trainer
         self.device = resolve_device(t.device)
+        # torchrun sets WORLD_SIZE/RANK: the same config runs in one process or many
+        self.dist = init_from_env(self.device.type, t.dist_backend)
+        self.rank = self.dist.rank if self.dist else 0
+        self.world_size = self.dist.world_size if self.dist else 1
+        self.is_main = self.rank == 0
+        self.reducer = DistReducer() if self.dist else LocalReducer()
+        if self.dist and self.device.type == "cuda":
+            # one GPU per local rank; processes beyond the GPU count share them (gloo backend)
+            self.device = torch.device("cuda", self.dist.local_rank % torch.cuda.device_count())
+            torch.cuda.set_device(self.device)
+        self.info = optimizer_info(cfg.optim.name)
+        self.kind = self.info.kind
+        if self.world_size > 1 and self.info.data_parallel == "none":
+            raise ValueError(
+                f"optimizer {cfg.optim.name!r} keeps rank-local curvature statistics and has no data-parallel "
+                f"version; run it in one process (world size here: {self.world_size})"
+            )
+        if not self.is_main:
+            logging.getLogger("asr_hf").setLevel(logging.WARNING)  # one rank reports
+        self.exp.mkdir(parents=True, exist_ok=True)
+        if self.is_main:
+            (self.exp / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+            cmd = command or " ".join(map(shlex.quote, sys.argv))
+            if self.dist:
+                cmd += f"\n# launched by torchrun: world_size={self.world_size} backend={self.dist.backend}"
+            (self.exp / "command.txt").write_text(cmd + "\n")
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = bool(t.tf32)
             torch.backends.cudnn.allow_tf32 = bool(t.tf32)
         self._seed_everything(t.seed)
         self.train_set, self.heldout_set, self.num_pdfs, self.counts = self._load_data()
+        # this rank's shards at their offsets in the global (single-process) frame order
+        self.train_source = ShardedSource.from_reducer(self.train_set, self.reducer)
+        self.heldout_source = ShardedSource.from_reducer(self.heldout_set, self.reducer)
         mcfg = DNNConfig(**{k: cfg.model[k] for k in ("context", "hidden_dim", "num_layers", "activation")})
         self.model = DNN(self.train_set.feat_dim, self.num_pdfs, mcfg).to(self.device)
-        mean, inv_std = self.train_set.input_stats(seed=t.seed)
+        if self.dist:  # every rank starts from rank 0's initialisation
+            for p in self.model.parameters():
+                self.reducer.broadcast_(p.data)
+        mean, inv_std = input_stats(self.train_source, seed=t.seed, reducer=self.reducer)
         self.model.norm.mean.copy_(mean.to(self.device))
         self.model.norm.inv_std.copy_(inv_std.to(self.device))
-        self.kind = optimizer_kind(cfg.optim.name)
         options = OmegaConf.to_container(cfg.optim.options, resolve=True) or {}
+        if self.dist and self.info.data_parallel == "reducer":
+            options["reducer"] = self.reducer
         # SAMPLED (HF) optimizers get the bare nn.Sequential (their fastest curvature path) and
         # sources that apply the model's fixed input normalisation; the parameters are the same.
         target = self.model.net if self.kind == OptimizerKind.SAMPLED else self.model
         self.optimizer = build_optimizer(cfg.optim.name, target, LossKind.CROSS_ENTROPY, **options)
+        self.forward_model: torch.nn.Module = self.model
+        if self.dist and self.info.data_parallel == "ddp":
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.forward_model = DistributedDataParallel(
+                self.model, device_ids=[self.device] if self.device.type == "cuda" else None, broadcast_buffers=False
+            )
         self.generator = torch.Generator().manual_seed(t.seed)
-        self.state = TrainState()
+        self.state = TrainState(world_size=self.world_size)
         log.info(
-            "model %s params=%d pdfs=%d train=%d frames heldout=%d frames device=%s optimizer=%s (%s)",
-            mcfg, num_parameters(self.model), self.num_pdfs, len(self.train_set), len(self.heldout_set),
+            "model %s params=%d pdfs=%d train=%d frames heldout=%d frames device=%s optimizer=%s (%s)%s",
+            mcfg, num_parameters(self.model), self.num_pdfs, len(self.train_source), len(self.heldout_source),
             self.device, cfg.optim.name, self.kind.value,
+            f" world_size={self.world_size} ({self.dist.backend})" if self.dist else "",
         )  # fmt: skip
 
     # ------------------------------------------------------------------ data
@@ -144,13 +190,36 @@ class Trainer:
             if not info.is_file():
                 raise DataError(str(info), "missing; set data.num_pdfs or run the alignment stage")
             num_pdfs = int(json.loads(info.read_text())["num_pdfs"])
-        utts = load_utterances(CutSet.from_file(feats), CutSet.from_file(ali))
-        if utts.targets.max() >= num_pdfs:
-            raise DataError(str(ali), f"pdf id {int(utts.targets.max())} >= num_pdfs {num_pdfs}")
-        train, held = split_heldout(utts, d.heldout_fraction, seed=self.cfg.trainer.seed)
+        feature_cuts, ali_cuts = CutSet.from_file(feats).to_eager(), CutSet.from_file(ali).to_eager()
+        ali_by_id = {c.id: c for c in ali_cuts}
+        usable = [c.id for c in feature_cuts if c.id in ali_by_id and ali_by_id[c.id].has_custom("pdf_ali")]
+        if len(usable) < len(feature_cuts):
+            log.warning("%d utterances without alignment skipped (e.g. failed GMM alignment)",
+                        len(feature_cuts) - len(usable))  # fmt: skip
+        if not usable:
+            raise DataError(str(ali), "no utterance with features and alignment")
+        train_pos, held_pos = heldout_split_indices(len(usable), d.heldout_fraction, seed=self.cfg.trainer.seed)
+        if self.world_size > 1:  # this rank's contiguous share of the utterances of each set
+            if len(train_pos) < self.world_size:
+                raise DataError(str(feats), f"{len(train_pos)} training utterances for {self.world_size} processes")
+            train_pos = train_pos[slice(*shard_range(len(train_pos), self.world_size, self.rank))]
+            held_pos = held_pos[slice(*shard_range(len(held_pos), self.world_size, self.rank))]
+
+        def load(pos: list[int]) -> Utterances:
+            if not pos:
+                return Utterances([], np.zeros((0, next(iter(feature_cuts)).num_features), np.float32), np.zeros(0, np.int64),
+                                  np.zeros(0, np.int64))  # fmt: skip
+            ids = {usable[i] for i in pos}
+            utts = load_utterances(feature_cuts.filter(lambda c: c.id in ids), ali_cuts)
+            if utts.targets.max() >= num_pdfs:
+                raise DataError(str(ali), f"pdf id {int(utts.targets.max())} >= num_pdfs {num_pdfs}")
+            return utts
+
+        train, held = load(train_pos), load(held_pos)
         store = self._storage_device(train.feats.nbytes + held.feats.nbytes)
         ctx = int(self.cfg.model.context)
-        counts = pdf_counts(utts.targets, num_pdfs)
+        counts = torch.from_numpy(pdf_counts(train.targets, num_pdfs) + pdf_counts(held.targets, num_pdfs))
+        counts = self.reducer.all_reduce_(counts).numpy()
         return (
             FrameSet(train, ctx, self.device, store_on=store),
             FrameSet(held, ctx, self.device, store_on=store),
@@ -179,11 +248,29 @@ class Trainer:
     def _ckpt_path(self, n: int) -> Path:
         return self.exp / "checkpoints" / f"ckpt-{n:04d}.pt"
 
+    @property
+    def _rank_local_state(self) -> bool:
+        """Whether ranks hold different model/optimizer states between syncs (e.g. the
+        approximated-Hessian method's local steps), so a checkpoint needs every rank's."""
+        return self.world_size > 1 and self.kind == OptimizerKind.MINIBATCH and self.info.data_parallel == "reducer"
+
     def save_checkpoint(self) -> None:
+        """Rank 0 writes the checkpoint (model and optimizer are identical on all ranks,
+        except for optimizers with rank-local state, whose per-rank states are gathered)."""
         n = self.state.epoch
+        rank_states = None
+        if self._rank_local_state:
+            import torch.distributed as dist
+
+            mine = {"model": _to_cpu(self.model.state_dict()), "optimizer": _to_cpu(self.optimizer.state_dict())}
+            rank_states = [None] * self.world_size
+            dist.all_gather_object(rank_states, mine)
+        if not self.is_main:
+            return
         payload = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "rank_states": rank_states,
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
@@ -200,12 +287,44 @@ class Trainer:
 
     def latest_checkpoint(self) -> Optional[Path]:
         ckpts = sorted((self.exp / "checkpoints").glob("ckpt-*.pt"))
-        return ckpts[-1] if ckpts else None
+        found = ckpts[-1] if ckpts else None
+        if self.dist:  # every rank resumes from the checkpoint rank 0 sees (shared exp dir)
+            import torch.distributed as dist
+
+            box = [found]
+            dist.broadcast_object_list(box, src=0)
+            found = box[0]
+        return found
 
     def load_checkpoint(self, path: Path) -> None:
+        """Resume from ``path``.  With the world size it was written with, the run continues
+        exactly.  With another world size: HF-family runs continue the same trajectory (their
+        samples are drawn over the global frame order, so only the floating-point summation
+        order changes); minibatch runs keep parameters and optimizer state but the per-rank
+        data order of later epochs changes, so they need ``trainer.allow_world_size_change``;
+        optimizers with rank-local state cannot be remapped and refuse."""
         payload = torch.load(path, map_location=self.device, weights_only=False)
-        self.model.load_state_dict(payload["model"])
-        self.optimizer.load_state_dict(payload["optimizer"])
+        saved_world = int(payload["state"].get("world_size", 1))
+        if saved_world != self.world_size:
+            what = f"checkpoint {path} was written by {saved_world} process(es), this run has {self.world_size}"
+            if self.kind == OptimizerKind.SAMPLED:
+                log.info("%s: HF samples are global, the trajectory continues unchanged", what)
+            elif self.info.data_parallel == "reducer":
+                raise ValueError(f"{what}: {self.cfg.optim.name} keeps per-rank state; resume with {saved_world}")
+            elif not self.cfg.trainer.allow_world_size_change:
+                raise ValueError(
+                    f"{what}: the remaining epochs would see a different per-rank data order than an uninterrupted "
+                    f"run; resume with {saved_world} processes or set trainer.allow_world_size_change=true"
+                )
+            else:
+                log.warning("%s: continuing with a different per-rank data order", what)
+        if payload.get("rank_states") is not None:
+            mine = payload["rank_states"][self.rank]
+            self.model.load_state_dict(mine["model"])
+            self.optimizer.load_state_dict(mine["optimizer"])
+        else:
+            self.model.load_state_dict(payload["model"])
+            self.optimizer.load_state_dict(payload["optimizer"])
         self.generator.set_state(payload["generator"])
         torch.set_rng_state(payload["torch_rng"])
         if payload["cuda_rng"] is not None and torch.cuda.is_available():
@@ -213,14 +332,16 @@ class Trainer:
         np.random.set_state(payload["numpy_rng"])
         random.setstate(payload["python_rng"])
         self.state = TrainState(**payload["state"])
+        self.state.world_size = self.world_size
         log.info("resumed from %s (epoch/iteration %d, %.1f s trained)", path, self.state.epoch, self.state.wall_s)
 
     # ---------------------------------------------------------------- logging
     def _log(self, row: dict[str, Any]) -> None:
         row = {k: (float(v) if isinstance(v, (np.floating, torch.Tensor)) else v) for k, v in row.items()}
         self.state.history.append(row)
-        with open(self.exp / "train_log.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
+        if self.is_main:
+            with open(self.exp / "train_log.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
         log.info(
             "%s %d: heldout loss %.4f acc %.4f, train loss %.4f, %.0f frames/s, wall %.1f s",
             "iter" if self.kind == OptimizerKind.SAMPLED else "epoch", row["index"], row["heldout_loss"],
@@ -258,7 +379,7 @@ class Trainer:
     def _closure_for(self, x: torch.Tensor, y: torch.Tensor):
         def closure() -> torch.Tensor:
             self.optimizer.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(self.model(x), y)
+            loss = F.cross_entropy(self.forward_model(x), y)
             loss.backward()
             return loss
 
@@ -272,28 +393,46 @@ class Trainer:
     def _minibatch_epoch(self) -> dict[str, Any]:
         t = self.cfg.trainer
         total, n_frames, n_batches = 0.0, 0, 0
-        batches = self.train_set.minibatches(t.batch_size, self.generator)
-        n_total = max(1, len(self.train_set) // t.batch_size)
+        if self.world_size == 1:
+            batch_size, generator = t.batch_size, self.generator
+            n_total = max(1, len(self.train_set) // batch_size)
+        else:
+            # each rank draws batch_size / world_size frames of its own shard per step (the global
+            # minibatch keeps the configured size); the shuffle is a function of (seed, rank, epoch)
+            # so a resumed run needs no per-rank RNG state; all ranks take the same number of steps
+            batch_size = max(1, t.batch_size // self.world_size)
+            generator = torch.Generator().manual_seed(
+                t.seed * 1_000_003 + 7919 * self.rank + 104_729 * (self.state.epoch + 1)
+            )
+            local_steps = torch.tensor([len(self.train_set) // batch_size], dtype=torch.int64)
+            n_total = int(self.reducer.all_gather(local_steps).min())
+            if n_total < 1:
+                raise DataError(str(self.exp), f"a rank's shard has fewer than {batch_size} frames")
+        batches = self.train_set.minibatches(batch_size, generator)
+        if self.world_size > 1:
+            batches = itertools.islice(batches, n_total)
         for x, y in tqdm(batches, total=n_total, desc=f"epoch {self.state.epoch + 1}", leave=False,
-                         disable=not sys.stderr.isatty()):
+                         disable=not (self.is_main and sys.stderr.isatty())):
             loss = self.optimizer.step(self._closure_for(x, y))
             total += float(loss.detach()) * y.numel()
             n_frames += y.numel()
             n_batches += 1
-        return {"train_loss": total / max(n_frames, 1), "frames": n_frames}
+        if self.world_size > 1:
+            total, n_frames = self.reducer.all_reduce_(torch.tensor([total, n_frames], dtype=torch.float64)).tolist()
+        return {"train_loss": total / max(n_frames, 1), "frames": int(n_frames)}
 
     def train(self) -> dict[str, Any]:
         t = self.cfg.trainer
         ckpt = self.latest_checkpoint() if t.resume else None
         if ckpt is not None:
             self.load_checkpoint(ckpt)
-        elif (self.exp / "train_log.jsonl").exists():
+        elif self.is_main and (self.exp / "train_log.jsonl").exists():
             (self.exp / "train_log.jsonl").unlink()
         use_newbob = (
             self.kind == OptimizerKind.MINIBATCH and t.newbob.enabled and self.cfg.optim.name == "sgd"
         )
         if self.state.epoch == 0 and not self.state.history:
-            loss, acc = evaluate(self.model, self.heldout_set, t.eval_chunk)
+            loss, acc = evaluate(self.model, self.heldout_set, t.eval_chunk, self.reducer)
             self.state.best_heldout = loss
             self._log({"index": 0, "wall_s": 0.0, "heldout_loss": loss, "heldout_acc": acc})
         limit = t.max_iters if self.kind == OptimizerKind.SAMPLED else t.max_epochs
@@ -305,9 +444,10 @@ class Trainer:
                 break
             self._sync()
             start = time.perf_counter()
+            comm0 = getattr(self.reducer, "comm_seconds", 0.0)
             if self.kind == OptimizerKind.SAMPLED:
-                data = SampledData(NormalizedSource(self.train_set, self.model.norm),
-                                   NormalizedSource(self.heldout_set, self.model.norm))
+                data = SampledData(NormalizedSource(self.train_source, self.model.norm),
+                                   NormalizedSource(self.heldout_source, self.model.norm))
                 stats = dict(self.optimizer.step(data) or {})
                 frames = int(stats.get("grad_samples", 0)) + int(stats.get("curv_samples", 0))
                 row_extra: dict[str, Any] = {f"opt_{k}": v for k, v in stats.items() if _is_number(v)}
@@ -323,10 +463,13 @@ class Trainer:
                     row_extra.update({f"opt_{k}": v for k, v in (stats_fn() or {}).items() if _is_number(v)})
             self._sync()
             elapsed = time.perf_counter() - start
+            if self.dist:  # seconds inside collectives (DDP's own gradient all-reduce is not counted)
+                comm = getattr(self.reducer, "comm_seconds", 0.0) - comm0
+                row_extra.update({"world_size": self.world_size, "comm_s": comm, "comm_share": comm / max(elapsed, 1e-9)})
             self.state.wall_s += elapsed
             self.state.frames_seen += frames
             self.state.epoch += 1
-            loss, acc = evaluate(self.model, self.heldout_set, t.eval_chunk)
+            loss, acc = evaluate(self.model, self.heldout_set, t.eval_chunk, self.reducer)
             if use_newbob:
                 loss, acc = self._newbob(loss, acc, snapshot)
             self._log({"index": self.state.epoch, "wall_s": self.state.wall_s, "heldout_loss": loss,
@@ -342,7 +485,7 @@ class Trainer:
             log.info("epoch rejected: held-out loss %.4f >= %.4f; rolling back, halving lr", loss, prev)
             self.model.load_state_dict(snapshot[0])
             self.optimizer.load_state_dict(snapshot[1])
-            loss, acc = evaluate(self.model, self.heldout_set, self.cfg.trainer.eval_chunk)
+            loss, acc = evaluate(self.model, self.heldout_set, self.cfg.trainer.eval_chunk, self.reducer)
             self.state.halving = True
             self.state.lr_scale *= nb.halving_factor
             self._set_lr_scale(self.state.lr_scale)
@@ -364,13 +507,6 @@ class Trainer:
             torch.cuda.synchronize(self.device)
 
     def finish(self) -> dict[str, Any]:
-        final = self.exp / "final.pt"
-        with atomic_output(final) as tmp:
-            torch.save(
-                {"model": self.model.state_dict(), "feat_dim": self.model.feat_dim, "num_pdfs": self.num_pdfs,
-                 "model_cfg": self.model.cfg.__dict__, "log_priors": log_priors(self.counts)},
-                tmp,
-            )  # fmt: skip
         last = self.state.history[-1]
         summary = {
             "system": self.exp.name,
@@ -378,17 +514,35 @@ class Trainer:
             "optimizer_kind": self.kind.value,
             "train_wall_s": round(self.state.wall_s, 3),
             "device": str(self.device) if self.device.type == "cpu" else torch.cuda.get_device_name(self.device),
+            "world_size": self.world_size,
             "num_params": num_parameters(self.model),
             "epochs_or_iters": self.state.epoch,
             "frames_seen": self.state.frames_seen,
             "heldout_loss": last["heldout_loss"],
             "heldout_acc": last["heldout_acc"],
-            "train_frames": len(self.train_set),
+            "train_frames": len(self.train_source),
         }
+        if self.dist:
+            summary["comm_s"] = round(sum(r.get("comm_s", 0.0) for r in self.state.history), 3)
+        if self.is_main:
+            self._write_outputs(summary)
+        if self.dist:
+            import torch.distributed as dist
+
+            dist.barrier()  # no rank leaves before rank 0 has written the outputs
+        return summary
+
+    def _write_outputs(self, summary: dict[str, Any]) -> None:
+        final = self.exp / "final.pt"
+        with atomic_output(final) as tmp:
+            torch.save(
+                {"model": self.model.state_dict(), "feat_dim": self.model.feat_dim, "num_pdfs": self.num_pdfs,
+                 "model_cfg": self.model.cfg.__dict__, "log_priors": log_priors(self.counts)},
+                tmp,
+            )  # fmt: skip
         with atomic_output(self.exp / "train_summary.json") as tmp:
             tmp.write_text(json.dumps(summary, indent=1))
         self._write_reports()
-        return summary
 
 
 class NormalizedSource:
@@ -405,6 +559,17 @@ class NormalizedSource:
     def batches(self, indices: torch.Tensor, chunk_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for x, y in self.source.batches(indices, chunk_size):
             yield self.norm(x), y
+
+
+def _to_cpu(obj: Any) -> Any:
+    """A (nested) state dict with every tensor copied to the CPU (for gathering across ranks)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
 
 
 def _is_number(v: Any) -> bool:

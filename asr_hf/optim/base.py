@@ -93,20 +93,39 @@ class TensorSource:
 
 
 class Reducer(Protocol):
-    """Sums tensors / floats over data-parallel workers (identity in one process)."""
+    """Collectives over data-parallel workers (identities in one process).
+
+    ``all_reduce_`` sums in place; ``all_gather`` stacks every worker's tensor in rank
+    order (shape ``(world_size, *shape)``); ``broadcast_`` copies rank ``src``'s tensor.
+    The distributed implementation is :class:`asr_hf.optim.distributed.DistReducer`.
+    """
 
     def all_reduce_(self, tensor: torch.Tensor) -> torch.Tensor: ...
 
+    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor: ...
+
+    def broadcast_(self, tensor: torch.Tensor, src: int = 0) -> torch.Tensor: ...
+
     @property
     def world_size(self) -> int: ...
+
+    @property
+    def rank(self) -> int: ...
 
 
 class LocalReducer:
     """The single-process :class:`Reducer`: nothing to sum."""
 
     world_size = 1
+    rank = 0
 
     def all_reduce_(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor
+
+    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.unsqueeze(0).clone()
+
+    def broadcast_(self, tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
         return tensor
 
 

@@ -648,7 +648,7 @@ class CurvatureOperator(LinearOperator):
             return self.layout.unflatten(v), True
         return list(v), False
 
-    def _accumulate(self, fn, batched: bool) -> Tensor:
+    def _accumulate(self, fn, batched: bool, batch_cols: int = 0) -> Tensor:
         acc: Optional[Tensor] = None
         n_local = 0
         for state, n in self._iter_states():
@@ -656,7 +656,11 @@ class CurvatureOperator(LinearOperator):
             flat = self.layout.flatten_batched(part) if batched else self.layout.flatten(part)
             acc = flat if acc is None else acc.add_(flat)
             n_local += n
-        assert acc is not None, "no data chunks"
+        if acc is None:  # this worker's shard holds none of the sample: contribute zeros
+            acc = torch.zeros(
+                (self.layout.numel, batch_cols) if batched else (self.layout.numel,),
+                dtype=self.layout.dtype, device=self.layout.device,
+            )  # fmt: skip
         self.examples_processed += n_local
         return self.reducer.all_reduce_(acc).div_(self.count)
 
@@ -680,7 +684,7 @@ class CurvatureOperator(LinearOperator):
         if self.blocks is not None:
             return super().matmat(v)
         vs = self.layout.unflatten_batched(v)
-        out = self._accumulate(lambda st: self.backend.matmat(st, vs), batched=True)
+        out = self._accumulate(lambda st: self.backend.matmat(st, vs), batched=True, batch_cols=v.shape[1])
         self.num_products += v.shape[1]
         shift = self.l2 + self.damping
         if shift:
@@ -869,7 +873,9 @@ def evaluate_loss(
     for x, t in chunks:
         part = torch.stack([loss_sum(model(x), t, kind).double(), torch.tensor(float(x.shape[0]), dtype=torch.float64, device=x.device)])
         total = part if total is None else total + part
-    if total is None:
-        raise ValueError("no data chunks")
+    if total is None:  # this worker's shard holds none of the indices
+        total = torch.zeros(2, dtype=torch.float64, device=next(model.parameters()).device)
     s, n = reducer.all_reduce_(total).tolist()
+    if n == 0:
+        raise ValueError("no data chunks")
     return s, n

@@ -78,7 +78,7 @@ def _pair(value: Sequence[float] | Iterable[float]) -> tuple[float, float]:
     return float(a), float(b)
 
 
-@register_optimizer("sgd", kind=OptimizerKind.MINIBATCH)
+@register_optimizer("sgd", kind=OptimizerKind.MINIBATCH, data_parallel="ddp")
 def build_sgd(
     model: nn.Module,
     loss_kind: LossKind,
@@ -94,7 +94,7 @@ def build_sgd(
     )
 
 
-@register_optimizer("adam", kind=OptimizerKind.MINIBATCH)
+@register_optimizer("adam", kind=OptimizerKind.MINIBATCH, data_parallel="ddp")
 def build_adam(
     model: nn.Module,
     loss_kind: LossKind,
@@ -108,7 +108,7 @@ def build_adam(
     return Adam(_params(model), lr=lr, betas=_pair(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
 
 
-@register_optimizer("rmsprop", kind=OptimizerKind.MINIBATCH)
+@register_optimizer("rmsprop", kind=OptimizerKind.MINIBATCH, data_parallel="ddp")
 def build_rmsprop(
     model: nn.Module,
     loss_kind: LossKind,

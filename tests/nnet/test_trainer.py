@@ -1,9 +1,5 @@
-"""Trainer, data path and config tests on the tiny corpus with learnable stand-in targets.
-
-The targets here are a fixed function of the features (argmax of a random
-projection of the spliced frame), so a network can learn them; the real GMM
-alignments are exercised by the recipe smoke test.
-"""
+"""Trainer, data path and config tests on the tiny corpus with learnable stand-in
+targets (the ``recipe_root`` fixture in conftest.py)."""
 
 import json
 
@@ -12,29 +8,9 @@ import pytest
 import torch
 from lhotse import CutSet
 
-from asr_hf.gmm.targets import attach_pdf_alignments
 from asr_hf.nnet.config import compose
 from asr_hf.nnet.data import FrameSet, Utterances, log_priors, split_heldout
 from asr_hf.nnet.trainer import Trainer, load_model, pseudo_loglikes
-
-NUM_PDFS = 6
-
-
-@pytest.fixture(scope="module")
-def recipe_root(tiny_corpus, tmp_path_factory):
-    root = tmp_path_factory.mktemp("recipe")
-    (root / "data").mkdir()
-    (root / "data" / "fbank").symlink_to(tiny_corpus.fbank_cuts("train").parent)
-    cuts = CutSet.from_file(tiny_corpus.fbank_cuts("train"))
-    proj = torch.Generator().manual_seed(0)
-    w = torch.randn(40, NUM_PDFS, generator=proj)
-    alis = {}
-    for c in cuts:
-        f = torch.from_numpy(c.load_features())
-        f = (f - f.mean(0)) / (f.std(0) + 1e-5)
-        alis[c.id] = (f @ w).argmax(-1).numpy()
-    attach_pdf_alignments(list(cuts), alis, root / "exp" / "tri1" / "ali", "train", NUM_PDFS)
-    return root
 
 
 def _cfg(root, *extra):
@@ -106,14 +82,14 @@ def test_kill_and_resume_matches_uninterrupted(recipe_root):
 
 
 @pytest.mark.slow
-def test_pseudo_loglikes_shape_and_priors(recipe_root, tiny_corpus):
+def test_pseudo_loglikes_shape_and_priors(recipe_root, tiny_corpus, num_pdfs):
     Trainer(_cfg(recipe_root, "optim=adam", "trainer.max_epochs=1",
                  f"trainer.exp_dir={recipe_root}/exp/fwd"), root=recipe_root).train()
     model, pri = load_model(recipe_root / "exp" / "fwd" / "final.pt")
     cuts = CutSet.from_file(tiny_corpus.fbank_cuts("dev"))
     uid, mat = next(iter(pseudo_loglikes(model, cuts, pri)))
     cut = next(c for c in cuts if c.id == uid)
-    assert mat.shape == (cut.num_frames, NUM_PDFS)
+    assert mat.shape == (cut.num_frames, num_pdfs)
     post = mat + pri  # undo the prior division
     np.testing.assert_allclose(np.exp(post).sum(1), 1.0, rtol=1e-4)
 
