@@ -54,8 +54,14 @@ def _train(args: argparse.Namespace) -> int:
         print(OmegaConf.to_yaml(cfg))
         return 0
     command = "asr-hf " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    summary = Trainer(cfg, root=args.root, command=command).train()
-    print(json.dumps(summary))
+    trainer = Trainer(cfg, root=args.root, command=command)
+    summary = trainer.train()
+    if trainer.is_main:
+        print(json.dumps(summary))
+    if trainer.dist is not None:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
     return 0
 
 

@@ -16,6 +16,24 @@ log() {
 
 want() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
 
+# DNN training in one process, or data-parallel under torchrun with the same Hydra
+# config: --nproc N processes per node (GPUs, or CPU gloo workers); --nnodes M with
+# --rdzv-endpoint HOST:PORT for multi-node jobs (run the recipe's stage 8 on every
+# node with the same options and a shared exp dir; rank 0 writes the outputs).
+train_am() {
+  if [ "${nproc:-1}" -le 1 ] && [ "${nnodes:-1}" -le 1 ]; then
+    asr-hf train-am "$@"
+  elif [ "${nnodes:-1}" -le 1 ]; then
+    torchrun --standalone --nproc-per-node "$nproc" --no-python asr-hf train-am "$@"
+  else
+    if [ -z "${rdzv_endpoint:-}" ]; then
+      echo "--nnodes $nnodes needs --rdzv-endpoint HOST:PORT (a host every node can reach)" >&2; return 1
+    fi
+    torchrun --nnodes "$nnodes" --nproc-per-node "${nproc:-1}" --rdzv-backend c10d \
+      --rdzv-endpoint "$rdzv_endpoint" --rdzv-id "asr_hf_${PWD##*/}_${rdzv_id:-0}" --no-python asr-hf train-am "$@"
+  fi
+}
+
 run_pipeline() {
   local jobs_opt=""
   [ -n "$jobs" ] && jobs_opt="--jobs $jobs"
@@ -73,7 +91,7 @@ run_pipeline() {
   if want 8; then
     for opt in $optimizers; do
       log "Stage 8: DNN training with optimizer=$opt"
-      [ -f "exp/dnn_$opt/train_summary.json" ] || asr-hf train-am --root . \
+      [ -f "exp/dnn_$opt/train_summary.json" ] || train_am --root . \
         data="$data_conf" model="$model" trainer="$trainer" optim="$opt" \
         trainer.exp_dir="exp/dnn_$opt" $train_overrides
     done

@@ -20,6 +20,10 @@ optimizers="sgd hf hf_lbfgs_sampled"
 model=dnn_small       # conf/model/: dnn_small (CPU), dnn_bn50 / dnn_swb300 (papers, GPU)
 trainer=cpu_demo      # conf/trainer/
 train_overrides=""    # extra Hydra overrides for every DNN, e.g. "trainer.max_iters=30"
+nproc=1               # DNN training processes per node (torchrun when > 1)
+nnodes=1              # nodes of a multi-node DNN training job (needs --rdzv-endpoint)
+rdzv_endpoint=""      # HOST:PORT of the torchrun rendezvous for --nnodes > 1
+rdzv_id=0             # job id for the rendezvous (unique per concurrent job)
 acwt_sweep_gmm="0.04,0.06,0.08"
 decode_opts="--beam 11 --lattice-beam 6 --max-active 2000"  # decoder settings (asr-hf decode-gmm --help)
 acwt_sweep_dnn="0.06,0.1"
