@@ -68,6 +68,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="markdown table (and bar chart) of all decode results under an exp tree")
     p.add_argument("exp_root", type=Path)
     p.add_argument("--plot", type=Path, default=None, help="write a bar chart (png/pdf/svg)")
+    p.add_argument("--curves", type=Path, default=None,
+                   help="write held-out cross-entropy / accuracy vs training time of every DNN (png/pdf/svg)")
     p.add_argument("--out", type=Path, default=None, help="also write the table to this file")
     p.set_defaults(func=_compare)
 
@@ -172,7 +174,7 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from asr_hf.decode.report import collect_results, compare_table, plot_results
+    from asr_hf.decode.report import collect_results, compare_table, plot_results, plot_training_curves
     from asr_hf.utils.errors import DataError
     from asr_hf.utils.io import atomic_output
 
@@ -186,6 +188,8 @@ def _compare(args: argparse.Namespace) -> int:
             tmp.write_text(table)
     if args.plot is not None:
         plot_results(rows, args.plot)
+    if args.curves is not None:
+        plot_training_curves(args.exp_root, args.curves)
     return 0
 
 

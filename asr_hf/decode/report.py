@@ -140,6 +140,9 @@ class ResultRow:
     train_wall_s: Optional[float] = None
     device: Optional[str] = None
     num_params: Optional[int] = None
+    heldout_loss: Optional[float] = None
+    heldout_acc: Optional[float] = None
+    world_size: Optional[int] = None
 
 
 def collect_results(exp_root: Pathlike) -> list[ResultRow]:
@@ -168,6 +171,9 @@ def collect_results(exp_root: Pathlike) -> list[ResultRow]:
                 train_wall_s=train.get("train_wall_s"),
                 device=train.get("device"),
                 num_params=train.get("num_params"),
+                heldout_loss=train.get("heldout_loss"),
+                heldout_acc=train.get("heldout_acc"),
+                world_size=train.get("world_size"),
             )
         )
     return rows
@@ -192,13 +198,15 @@ def _fmt_params(n: Optional[int]) -> str:
 
 
 def compare_table(rows: Sequence[ResultRow]) -> str:
-    """A markdown table: system, optimizer, %WER per set, training time, parameters, device."""
+    """A markdown table: system, optimizer, %WER per set, held-out frame cross-entropy and
+    accuracy, training time, parameters, device (``xN`` for an N-process run)."""
     sets = _sets_in_order(rows)
     systems: dict[str, dict[str, ResultRow]] = {}
     for r in rows:
         systems.setdefault(r.system, {})[r.set] = r
-    head = ["system", "optimizer", *[f"{s} %WER" for s in sets], "train time", "params", "device"]
-    align = ["---"] * 2 + ["---:"] * len(sets) + ["---:", "---:", "---"]
+    head = ["system", "optimizer", *[f"{s} %WER" for s in sets], "held-out CE", "held-out acc %", "train time",
+            "params", "device"]  # fmt: skip
+    align = ["---"] * 2 + ["---:"] * (len(sets) + 5) + ["---"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]
     for system in sorted(systems):
         by_set = systems[system]
@@ -206,16 +214,51 @@ def compare_table(rows: Sequence[ResultRow]) -> str:
         wers = [
             f"{by_set[s].wer_percent:.2f}" if s in by_set and by_set[s].wer_percent is not None else "-" for s in sets
         ]
+        device = any_row.device or "-"
+        if any_row.world_size and any_row.world_size > 1:
+            device += f" x{any_row.world_size}"
         cells = [
             system,
             any_row.optimizer or "-",
             *wers,
+            f"{any_row.heldout_loss:.3f}" if any_row.heldout_loss is not None else "-",
+            f"{100 * any_row.heldout_acc:.1f}" if any_row.heldout_acc is not None else "-",
             _fmt_time(any_row.train_wall_s),
             _fmt_params(any_row.num_params),
-            any_row.device or "-",
+            device,
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def plot_training_curves(exp_root: Pathlike, out: Pathlike) -> Optional[Path]:
+    """Held-out cross-entropy and frame accuracy vs training wall time, one line per DNN
+    system (every ``*/train_log.jsonl`` under ``exp_root``); ``None`` when there is none."""
+    logs = sorted(Path(exp_root).glob("*/train_log.jsonl"))
+    if not logs:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_ce, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for path in logs:
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        t = [r["wall_s"] for r in rows]
+        ax_ce.plot(t, [r["heldout_loss"] for r in rows], marker=".", label=path.parent.name)
+        ax_acc.plot(t, [100 * r["heldout_acc"] for r in rows], marker=".", label=path.parent.name)
+    for ax, label in ((ax_ce, "held-out cross-entropy"), (ax_acc, "held-out frame accuracy %")):
+        ax.set_xlabel("training wall time (s)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    ax_acc.legend(fontsize=7)
+    fig.tight_layout()
+    out = Path(out)
+    with atomic_output(out) as tmp:
+        fig.savefig(tmp, dpi=120, format=out.suffix.lstrip(".") or "png")
+    plt.close(fig)
+    return out
 
 
 def plot_results(rows: Sequence[ResultRow], out: Pathlike, title: str = "%WER by system") -> Path:

@@ -113,7 +113,7 @@ run_pipeline() {
 
   if want 10; then
     log "Stage 10: report"
-    asr-hf compare exp --out RESULTS.md --plot exp/wer.png
+    asr-hf compare exp --out RESULTS.md --plot exp/wer.png --curves exp/heldout_vs_time.png
     # The papers' headline: speed-up of the accelerated HF variants over baseline HF
     # at baseline HF's final held-out cross-entropy, with the WER difference.
     local cands=""

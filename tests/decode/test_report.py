@@ -13,7 +13,7 @@ from asr_hf.decode.decoder import DecodeConfig, decode_matrices
 from asr_hf.decode.graph import read_tid2pdf
 from asr_hf.decode.interop import read_matrices, write_matrices
 from asr_hf.decode.pipeline import EvalSet, acwt_from, tune_and_test
-from asr_hf.decode.report import collect_results, compare_table, plot_results, read_wer
+from asr_hf.decode.report import collect_results, compare_table, plot_results, plot_training_curves, read_wer
 
 DEV = {"d1": ["see", "tea"], "d2": ["a", "bee", "see"], "d3": ["tea", "a"]}
 TEST = {"t1": ["bee", "tea"], "t2": ["see"]}
@@ -35,7 +35,8 @@ def exp_tree(tmp_path_factory, toy_lang, toy_model, toy_graph):
     exp = tmp_path_factory.mktemp("exp_tree")
     system = exp / "mono"
     system.mkdir()
-    summary = {"optimizer": "em", "train_wall_s": 3725, "num_params": 12345}
+    summary = {"optimizer": "em", "train_wall_s": 3725, "num_params": 12345, "heldout_loss": 1.23456,
+               "heldout_acc": 0.6543, "world_size": 2, "device": "cpu"}
     (system / "train_summary.json").write_text(json.dumps(summary))
     dev_m = _matrices(toy_lang, toy_model, toy_graph, DEV)
     test_m = _matrices(toy_lang, toy_model, toy_graph, TEST, seed=10)
@@ -69,10 +70,16 @@ def test_compare_table_and_plot(exp_tree, tmp_path):
     assert {(r.system, r.set) for r in rows} == {("mono", "dev"), ("mono", "test")}
     table = compare_table(rows)
     lines = table.strip().splitlines()
-    assert lines[0] == "| system | optimizer | dev %WER | test %WER | train time | params | device |"
-    assert lines[2] == "| mono | em | 0.00 | 0.00 | 1:02:05 | 12345 | - |"
+    assert lines[0] == (
+        "| system | optimizer | dev %WER | test %WER | held-out CE | held-out acc % | train time | params | device |"
+    )
+    assert lines[2] == "| mono | em | 0.00 | 0.00 | 1.235 | 65.4 | 1:02:05 | 12345 | cpu x2 |"
     png = plot_results(rows, tmp_path / "wer.png")
     assert png.stat().st_size > 1000
+    assert plot_training_curves(exp, tmp_path / "none.png") is None  # no train_log.jsonl yet
+    log = [{"wall_s": 0.0, "heldout_loss": 2.0, "heldout_acc": 0.1}, {"wall_s": 5.0, "heldout_loss": 1.0, "heldout_acc": 0.5}]
+    (exp / "mono" / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+    assert plot_training_curves(exp, tmp_path / "curves.png").stat().st_size > 1000
 
 
 def test_ark_roundtrip_decodes_the_same(exp_tree, toy_graph, tmp_path):
