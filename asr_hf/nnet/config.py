@@ -70,7 +70,8 @@ class TrainerConf:
     # stop when this much training wall time is spent (0 = no limit)
     time_budget_s: float = 0.0
     eval_chunk: int = 8192
-    tf32: bool = False
+    tf32: bool = False  # CUDA matmuls in TF32 (every optimizer; HF's CG too)
+    bf16: bool = False  # bfloat16 autocast of forward/backward (first-order optimizers only)
     resume: bool = True
     keep_checkpoints: int = 2
     features_on_device: str = "auto"  # auto | yes | no (stream minibatches from CPU memory)

@@ -47,6 +47,9 @@ from asr_hf.utils.io import atomic_output
 
 log = logging.getLogger(__name__)
 
+#: optimizers whose update only needs the gradient, so bfloat16 autocast is safe
+BF16_OPTIMIZERS = frozenset({"sgd", "adam", "rmsprop", "ahsgd"})
+
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
@@ -135,6 +138,11 @@ class Trainer:
             if self.dist:
                 cmd += f"\n# launched by torchrun: world_size={self.world_size} backend={self.dist.backend}"
             (self.exp / "command.txt").write_text(cmd + "\n")
+        if t.bf16 and cfg.optim.name not in BF16_OPTIMIZERS:
+            raise ValueError(
+                f"trainer.bf16 autocast is supported for {sorted(BF16_OPTIMIZERS)}, not {cfg.optim.name!r}: "
+                "curvature statistics and CG need float32 (use trainer.tf32 on a GPU)"
+            )
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = bool(t.tf32)
             torch.backends.cudnn.allow_tf32 = bool(t.tf32)
@@ -379,7 +387,8 @@ class Trainer:
     def _closure_for(self, x: torch.Tensor, y: torch.Tensor):
         def closure() -> torch.Tensor:
             self.optimizer.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(self.forward_model(x), y)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bool(self.cfg.trainer.bf16)):
+                loss = F.cross_entropy(self.forward_model(x), y)
             loss.backward()
             return loss
 

@@ -111,3 +111,13 @@ def test_hf_training_and_resume(recipe_root, optim):
     resumed.train()
     for (n, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=n)
+
+
+def test_bf16_autocast_trains_first_order_and_is_refused_for_curvature_methods(recipe_root):
+    cfg = _cfg(recipe_root, "optim=sgd", "trainer.bf16=true", "trainer.max_epochs=2",
+               f"trainer.exp_dir={recipe_root}/exp/bf16")
+    summary = Trainer(cfg, root=recipe_root).train()
+    rows = [json.loads(x) for x in (recipe_root / "exp" / "bf16" / "train_log.jsonl").read_text().splitlines()]
+    assert rows[-1]["heldout_loss"] < rows[0]["heldout_loss"] - 0.1 and summary["heldout_acc"] > 0.3
+    with pytest.raises(ValueError, match="bf16"):
+        Trainer(_cfg(recipe_root, "optim=hf", "trainer.bf16=true"), root=recipe_root)
