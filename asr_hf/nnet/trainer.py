@@ -19,11 +19,13 @@ result as an uninterrupted one.  The exp dir gets ``config.yaml``,
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import itertools
 import json
 import logging
+import math
 import random
 import shlex
 import sys
@@ -399,9 +401,13 @@ class Trainer:
             g.setdefault("initial_lr", g["lr"])
             g["lr"] = g["initial_lr"] * scale
 
-    def _minibatch_epoch(self) -> dict[str, Any]:
+    def _minibatch_epoch(self, time_left: float = math.inf) -> dict[str, Any]:
+        """One shuffled pass; stops early (``cut`` in the result) once ``time_left`` seconds
+        of training time are spent, so a time budget binds even when epochs are long."""
         t = self.cfg.trainer
         total, n_frames, n_batches = 0.0, 0, 0
+        start = time.perf_counter()
+        cut = False
         if self.world_size == 1:
             batch_size, generator = t.batch_size, self.generator
             n_total = max(1, len(self.train_set) // batch_size)
@@ -426,9 +432,21 @@ class Trainer:
             total += float(loss.detach()) * y.numel()
             n_frames += y.numel()
             n_batches += 1
+            if math.isfinite(time_left) and n_batches % 8 == 0 and self._out_of_time(start, time_left):
+                cut = True
+                break
         if self.world_size > 1:
             total, n_frames = self.reducer.all_reduce_(torch.tensor([total, n_frames], dtype=torch.float64)).tolist()
-        return {"train_loss": total / max(n_frames, 1), "frames": int(n_frames)}
+        return {"train_loss": total / max(n_frames, 1), "frames": int(n_frames), "cut": cut}
+
+    def _out_of_time(self, start: float, time_left: float) -> bool:
+        """Whether ``time_left`` seconds have passed since ``start`` (rank 0's clock decides
+        for every rank, so data-parallel ranks stop after the same step)."""
+        self._sync()
+        flag = torch.tensor([float(time.perf_counter() - start >= time_left)])
+        if self.world_size > 1:
+            self.reducer.broadcast_(flag)
+        return bool(flag.item())
 
     def train(self) -> dict[str, Any]:
         t = self.cfg.trainer
@@ -441,7 +459,7 @@ class Trainer:
             self.kind == OptimizerKind.MINIBATCH and t.newbob.enabled and self.cfg.optim.name == "sgd"
         )
         if self.state.epoch == 0 and not self.state.history:
-            loss, acc = evaluate(self.model, self.heldout_set, t.eval_chunk, self.reducer)
+            loss, acc = self._evaluate()
             self.state.best_heldout = loss
             self._log({"index": 0, "wall_s": 0.0, "heldout_loss": loss, "heldout_acc": acc})
         limit = t.max_iters if self.kind == OptimizerKind.SAMPLED else t.max_epochs
@@ -464,7 +482,11 @@ class Trainer:
                 snapshot = None
                 if use_newbob:
                     snapshot = (copy.deepcopy(self.model.state_dict()), copy.deepcopy(self.optimizer.state_dict()))
-                ep = self._minibatch_epoch()
+                time_left = t.time_budget_s - self.state.wall_s if t.time_budget_s else math.inf
+                ep = self._minibatch_epoch(time_left)
+                if ep["cut"]:
+                    log.info("time budget %.0f s reached within epoch %d", t.time_budget_s, self.state.epoch + 1)
+                    self.state.done = True
                 frames = ep["frames"]
                 row_extra = {"train_loss": ep["train_loss"], "lr_scale": self.state.lr_scale}
                 stats_fn = getattr(self.optimizer, "last_stats", None)
@@ -478,7 +500,7 @@ class Trainer:
             self.state.wall_s += elapsed
             self.state.frames_seen += frames
             self.state.epoch += 1
-            loss, acc = evaluate(self.model, self.heldout_set, t.eval_chunk, self.reducer)
+            loss, acc = self._evaluate()
             if use_newbob:
                 loss, acc = self._newbob(loss, acc, snapshot)
             self._log({"index": self.state.epoch, "wall_s": self.state.wall_s, "heldout_loss": loss,
@@ -494,7 +516,7 @@ class Trainer:
             log.info("epoch rejected: held-out loss %.4f >= %.4f; rolling back, halving lr", loss, prev)
             self.model.load_state_dict(snapshot[0])
             self.optimizer.load_state_dict(snapshot[1])
-            loss, acc = evaluate(self.model, self.heldout_set, self.cfg.trainer.eval_chunk, self.reducer)
+            loss, acc = self._evaluate()
             self.state.halving = True
             self.state.lr_scale *= nb.halving_factor
             self._set_lr_scale(self.state.lr_scale)
@@ -515,6 +537,32 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
+    def _evaluate(self) -> tuple[float, float]:
+        with self._consensus():
+            return evaluate(self.model, self.heldout_set, self.cfg.trainer.eval_chunk, self.reducer)
+
+    @contextlib.contextmanager
+    def _consensus(self) -> Iterator[None]:
+        """Inside: the model holds the mean of the ranks' parameters (restored on exit).
+
+        Optimizers with rank-local state (local SGD rounds) leave the ranks at different
+        points between syncs; held-out metrics and the final model are those of the average,
+        the point the next sync starts from.  A no-op for every other optimizer.
+        """
+        if not self._rank_local_state:
+            yield
+            return
+        saved = [p.detach().clone() for p in self.model.parameters()]
+        with torch.no_grad():
+            for p in self.model.parameters():
+                self.reducer.all_reduce_(p.data).div_(self.world_size)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, v in zip(self.model.parameters(), saved):
+                    p.copy_(v)
+
     def finish(self) -> dict[str, Any]:
         last = self.state.history[-1]
         summary = {
@@ -533,8 +581,9 @@ class Trainer:
         }
         if self.dist:
             summary["comm_s"] = round(sum(r.get("comm_s", 0.0) for r in self.state.history), 3)
-        if self.is_main:
-            self._write_outputs(summary)
+        with self._consensus():
+            if self.is_main:
+                self._write_outputs(summary)
         if self.dist:
             import torch.distributed as dist
 

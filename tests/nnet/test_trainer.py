@@ -121,3 +121,19 @@ def test_bf16_autocast_trains_first_order_and_is_refused_for_curvature_methods(r
     assert rows[-1]["heldout_loss"] < rows[0]["heldout_loss"] - 0.1 and summary["heldout_acc"] > 0.3
     with pytest.raises(ValueError, match="bf16"):
         Trainer(_cfg(recipe_root, "optim=hf", "trainer.bf16=true"), root=recipe_root)
+
+
+def test_time_budget_binds_within_a_long_epoch(recipe_root):
+    full = Trainer(_cfg(recipe_root, "optim=adam", "trainer.batch_size=8", "trainer.max_epochs=1",
+                        "trainer.newbob.enabled=false", f"trainer.exp_dir={recipe_root}/exp/epoch_full"),
+                   root=recipe_root)  # fmt: skip
+    full.train()
+    epoch_s = full.state.history[-1]["epoch_s"]
+    budget = epoch_s / 4
+    t = Trainer(_cfg(recipe_root, "optim=adam", "trainer.batch_size=8", "trainer.max_epochs=5",
+                     f"trainer.time_budget_s={budget}", f"trainer.exp_dir={recipe_root}/exp/epoch_cut"),
+                root=recipe_root)  # fmt: skip
+    t.train()
+    assert t.state.done and t.state.epoch == 1  # stopped inside the first epoch
+    assert t.state.frames_seen < full.state.frames_seen / 2
+    assert budget <= t.state.wall_s < epoch_s / 2
