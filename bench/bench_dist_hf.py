@@ -12,6 +12,8 @@ multi-node estimate needs (see ``bench_allreduce_estimate.py``).
 
     python bench/bench_dist_hf.py --quick          # ~1 min on a 2-core CPU
     python bench/bench_dist_hf.py --procs 1,2 --hidden 512 --layers 4
+    python bench/bench_dist_hf.py --device cuda --procs 1,2,4 --hidden 1024 --layers 6 --frames 1000000
+        # several processes sharing one GPU (gloo with CUDA tensors: NCCL refuses a shared GPU)
 
 Ends with one JSON line: per configuration the median iteration time, its
 gradient / CG / held-out / communication seconds, the communication share, and the
@@ -57,13 +59,15 @@ def make_model(args):
 
 
 def run_hf(args, world: int, rank: int, reducer) -> dict:
+    device = torch.device(args.device)
     x, t = make_problem(args)
+    x, t = x.to(device), t.to(device)
     parts = []
     for lo, hi in ((0, args.frames), (args.frames, args.frames + args.heldout)):
         a, b = shard_range(hi - lo, world, rank)
         parts.append(ShardedSource.from_reducer(TensorSource(x[lo + a : lo + b], t[lo + a : lo + b]), reducer))
     data = SampledData(*parts)
-    model = make_model(args)
+    model = make_model(args).to(device)
     opt = build_optimizer(
         "hf", model, LossKind.CROSS_ENTROPY, reducer=reducer, curv_fraction=args.curv_fraction,
         cg_max_iters=args.cg_iters, cg_progress_tol=0.0, chunk_size=args.chunk, initial_damping=0.01, seed=0,
@@ -76,10 +80,14 @@ def run_hf(args, world: int, rank: int, reducer) -> dict:
         wall = time.perf_counter() - t0
         if it == 0:  # warm-up (allocations, thread pools)
             continue
+        # frames through the network per iteration (global): gradient sample + one pass over the
+        # curvature sample per CG product (the forward state is cached across products)
+        frames = st["grad_samples"] + st["cg_iters"] * st["curv_samples"]
         rows.append({"wall": wall, "grad": st["time_gradient"], "cg": st["time_cg"], "heldout": st["time_heldout"],
-                     "comm": getattr(reducer, "comm_seconds", 0.0) - c0, "cg_iters": st["cg_iters"]})  # fmt: skip
+                     "comm": getattr(reducer, "comm_seconds", 0.0) - c0, "cg_iters": st["cg_iters"],
+                     "frames_per_s": frames / wall})  # fmt: skip
     # one parameter-sized all-reduce on its own (float32), median of 10
-    vec = torch.randn(sum(p.numel() for p in model.parameters()))
+    vec = torch.randn(sum(p.numel() for p in model.parameters()), device=device)
     times = []
     for _ in range(10):
         t0 = time.perf_counter()
@@ -102,6 +110,7 @@ def _worker(rank: int, world: int, args, out_dir: str) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--procs", default="1,2", help="process counts to compare")
+    p.add_argument("--device", default="cpu", help="cpu, or cuda (all processes share GPU 0)")
     p.add_argument("--frames", type=int, default=100_000)
     p.add_argument("--heldout", type=int, default=5_000)
     p.add_argument("--input-dim", type=int, default=360)
@@ -132,12 +141,13 @@ def main() -> None:
         r["comm_share"] = r["comm"] / r["wall"]
         if "1" in results:
             r["speedup_vs_1"] = results["1"]["wall"] / r["wall"]
-        print(f"{world} process(es): {r['wall']:.2f} s/iter (grad {r['grad']:.2f}, cg {r['cg']:.2f}, heldout "
+        print(f"{world} process(es): {r['wall']:.2f} s/iter, {r['frames_per_s']:.0f} frames/s (grad {r['grad']:.2f}, cg {r['cg']:.2f}, heldout "
               f"{r['heldout']:.2f}, comm {r['comm']:.3f} = {100 * r['comm_share']:.1f}%), "
               f"all-reduce of {r['params']} floats {1e3 * r['allreduce_param_vector_s']:.2f} ms", file=sys.stderr)
     print(json.dumps({"bench": "dist_hf", "frames": args.frames, "hidden": args.hidden, "layers": args.layers,
                       "pdfs": args.pdfs, "cg_iters": args.cg_iters, "threads_total": args.threads_total,
-                      "device": "cpu", "results": results}))  # fmt: skip
+                      "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(0),
+                      "results": results}))  # fmt: skip
 
 
 if __name__ == "__main__":
