@@ -47,10 +47,13 @@ class OptimConf:
 
 @dataclass
 class NewbobConf:
-    """Kaldi nnet1's learning-rate schedule on held-out cross-entropy."""
+    """Kaldi nnet1's learning-rate schedule on held-out frame accuracy (or cross-entropy)."""
 
     enabled: bool = True
-    start_halving_impr: float = 0.01
+    criterion: str = "accuracy"  # accuracy (nnet1 of the papers' era) | loss (later nnet1)
+    start_halving_inc: float = 0.5  # accuracy: frame-accuracy gain, % points
+    end_halving_inc: float = 0.1
+    start_halving_impr: float = 0.01  # loss: relative cross-entropy improvement
     end_halving_impr: float = 0.001
     halving_factor: float = 0.5
     min_epochs: int = 3

@@ -3,10 +3,10 @@
 One trainer drives both optimizer kinds of :mod:`asr_hf.optim.base`:
 
 * MINIBATCH (SGD, Adam, KFAC, K-BFGS...): shuffled epochs of minibatches,
-  ``opt.step(closure)``; SGD-style optimizers follow Kaldi nnet1's newbob
-  schedule (halve the learning rate once held-out cross-entropy improves by
-  less than ``start_halving_impr``, stop below ``end_halving_impr``; an epoch
-  that makes held-out loss worse is rolled back).
+  ``opt.step(closure)``; SGD follows Kaldi nnet1's newbob schedule on held-out
+  frame accuracy (halve the learning rate once an epoch gains less than
+  ``start_halving_inc`` points, stop below ``end_halving_inc``; an epoch that
+  does not improve is rolled back), or on cross-entropy with ``criterion=loss``.
 * SAMPLED (Hessian-free family): ``opt.step(SampledData(train, heldout))`` per
   HF iteration; the optimizer draws its own gradient / curvature samples.
 
@@ -89,7 +89,8 @@ class TrainState:
     frames_seen: int = 0
     lr_scale: float = 1.0
     halving: bool = False
-    best_heldout: float = float("inf")
+    best_heldout: float = float("inf")  # held-out loss of the last accepted epoch
+    best_heldout_acc: float = 0.0  # and its frame accuracy
     done: bool = False
     world_size: int = 1  # processes of the run that wrote the state
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -140,6 +141,8 @@ class Trainer:
             if self.dist:
                 cmd += f"\n# launched by torchrun: world_size={self.world_size} backend={self.dist.backend}"
             (self.exp / "command.txt").write_text(cmd + "\n")
+        if t.newbob.criterion not in ("accuracy", "loss"):
+            raise ValueError(f"trainer.newbob.criterion must be accuracy or loss, got {t.newbob.criterion!r}")
         if t.bf16 and cfg.optim.name not in BF16_OPTIMIZERS:
             raise ValueError(
                 f"trainer.bf16 autocast is supported for {sorted(BF16_OPTIMIZERS)}, not {cfg.optim.name!r}: "
@@ -460,7 +463,7 @@ class Trainer:
         )
         if self.state.epoch == 0 and not self.state.history:
             loss, acc = self._evaluate()
-            self.state.best_heldout = loss
+            self.state.best_heldout, self.state.best_heldout_acc = loss, acc
             self._log({"index": 0, "wall_s": 0.0, "heldout_loss": loss, "heldout_acc": acc})
         limit = t.max_iters if self.kind == OptimizerKind.SAMPLED else t.max_epochs
         if use_newbob:
@@ -510,10 +513,18 @@ class Trainer:
         return self.finish()
 
     def _newbob(self, loss: float, acc: float, snapshot) -> tuple[float, float]:
+        """Kaldi nnet1's schedule on the held-out set.  ``criterion=accuracy`` (nnet1 as
+        used in the papers' era): an epoch must raise frame accuracy or it is rolled back;
+        halving starts once the gain is below ``start_halving_inc`` points and training
+        stops once halving and below ``end_halving_inc``.  ``criterion=loss`` (later
+        nnet1): the same on cross-entropy with relative thresholds ``*_halving_impr``."""
         nb = self.cfg.trainer.newbob
-        prev = self.state.best_heldout
-        if loss >= prev and snapshot is not None:
-            log.info("epoch rejected: held-out loss %.4f >= %.4f; rolling back, halving lr", loss, prev)
+        by_acc = nb.criterion == "accuracy"
+        prev_loss, prev_acc = self.state.best_heldout, self.state.best_heldout_acc
+        worse = acc <= prev_acc if by_acc else loss >= prev_loss
+        if worse and snapshot is not None:
+            what = f"accuracy {100 * acc:.2f}% <= {100 * prev_acc:.2f}%" if by_acc else f"loss {loss:.4f} >= {prev_loss:.4f}"
+            log.info("epoch rejected: held-out %s; rolling back, halving lr", what)
             self.model.load_state_dict(snapshot[0])
             self.optimizer.load_state_dict(snapshot[1])
             loss, acc = self._evaluate()
@@ -521,12 +532,16 @@ class Trainer:
             self.state.lr_scale *= nb.halving_factor
             self._set_lr_scale(self.state.lr_scale)
             return loss, acc
-        impr = (prev - loss) / max(abs(prev), 1e-12)
-        self.state.best_heldout = loss
-        if self.state.halving and impr < nb.end_halving_impr and self.state.epoch >= nb.min_epochs:
-            log.info("newbob: relative improvement %.4f < %.4f, stopping", impr, nb.end_halving_impr)
+        if by_acc:
+            impr, start_thr, end_thr, unit = 100 * (acc - prev_acc), nb.start_halving_inc, nb.end_halving_inc, "points"
+        else:
+            impr = (prev_loss - loss) / max(abs(prev_loss), 1e-12)
+            start_thr, end_thr, unit = nb.start_halving_impr, nb.end_halving_impr, "relative"
+        self.state.best_heldout, self.state.best_heldout_acc = loss, acc
+        if self.state.halving and impr < end_thr and self.state.epoch >= nb.min_epochs:
+            log.info("newbob: improvement %.4f (%s) < %.4f, stopping", impr, unit, end_thr)
             self.state.done = True
-        if impr < nb.start_halving_impr:
+        if impr < start_thr:
             self.state.halving = True
         if self.state.halving:
             self.state.lr_scale *= nb.halving_factor

@@ -137,3 +137,29 @@ def test_time_budget_binds_within_a_long_epoch(recipe_root):
     assert t.state.done and t.state.epoch == 1  # stopped inside the first epoch
     assert t.state.frames_seen < full.state.frames_seen / 2
     assert budget <= t.state.wall_s < epoch_s / 2
+
+
+def test_newbob_on_frame_accuracy_rolls_back_halves_and_stops():
+    from types import SimpleNamespace
+
+    from asr_hf.nnet.config import NewbobConf
+    from asr_hf.nnet.trainer import TrainState
+
+    scales = []
+    stub = SimpleNamespace(
+        cfg=SimpleNamespace(trainer=SimpleNamespace(newbob=NewbobConf(min_epochs=1))),
+        state=TrainState(best_heldout=2.0, best_heldout_acc=0.40, epoch=1),
+        model=SimpleNamespace(load_state_dict=lambda sd: scales.append(("model", sd))),
+        optimizer=SimpleNamespace(load_state_dict=lambda sd: scales.append(("opt", sd))),
+        _evaluate=lambda: (2.0, 0.40),
+        _set_lr_scale=lambda s: scales.append(s),
+    )
+    newbob = Trainer._newbob
+    assert newbob(stub, 1.9, 0.43, ("m", "o")) == (1.9, 0.43)  # +3 points: accepted, no halving
+    assert not stub.state.halving and stub.state.best_heldout_acc == 0.43
+    # lower loss but no accuracy gain: rejected under the accuracy criterion, rolled back
+    assert newbob(stub, 1.8, 0.43, ("m", "o")) == (2.0, 0.40)
+    assert ("model", "m") in scales and stub.state.halving and stub.state.lr_scale == 0.5
+    stub.state.best_heldout_acc = 0.43
+    newbob(stub, 1.7, 0.4305, ("m", "o"))  # +0.05 points while halving: stop
+    assert stub.state.done and stub.state.lr_scale == 0.25
