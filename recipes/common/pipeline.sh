@@ -83,8 +83,10 @@ run_pipeline() {
   if want 7; then
     log "Stage 7: GMM decoding ($gmm_systems)"
     for sys in $gmm_systems; do
-      asr-hf decode-gmm "exp/$sys" data/mfcc/cuts_dev.jsonl.gz --sweep "$acwt_sweep_gmm" $decode_opts $jobs_opt
-      asr-hf decode-gmm "exp/$sys" data/mfcc/cuts_test.jsonl.gz --acwt-from "exp/$sys/decode_dev" $decode_opts $jobs_opt
+      [ -f "exp/$sys/decode_dev/.done" ] || asr-hf decode-gmm "exp/$sys" data/mfcc/cuts_dev.jsonl.gz \
+        --sweep "$acwt_sweep_gmm" $decode_opts $jobs_opt
+      [ -f "exp/$sys/decode_test/.done" ] || asr-hf decode-gmm "exp/$sys" data/mfcc/cuts_test.jsonl.gz \
+        --acwt-from "exp/$sys/decode_dev" $decode_opts $jobs_opt
     done
   fi
 
@@ -104,9 +106,11 @@ run_pipeline() {
         [ -f "exp/dnn_$opt/loglikes_$set.ark" ] || asr-hf nnet-forward --model "exp/dnn_$opt/final.pt" \
           --cuts "data/fbank/cuts_$set.jsonl.gz" --ark "exp/dnn_$opt/loglikes_$set.ark"
       done
-      asr-hf decode-matrices exp/tri1/graph "exp/dnn_$opt/loglikes_dev.ark" "exp/dnn_$opt/decode_dev" \
+      [ -f "exp/dnn_$opt/decode_dev/.done" ] || asr-hf decode-matrices exp/tri1/graph \
+        "exp/dnn_$opt/loglikes_dev.ark" "exp/dnn_$opt/decode_dev" \
         --cuts data/fbank/cuts_dev.jsonl.gz --sweep "$acwt_sweep_dnn" $decode_opts $jobs_opt
-      asr-hf decode-matrices exp/tri1/graph "exp/dnn_$opt/loglikes_test.ark" "exp/dnn_$opt/decode_test" \
+      [ -f "exp/dnn_$opt/decode_test/.done" ] || asr-hf decode-matrices exp/tri1/graph \
+        "exp/dnn_$opt/loglikes_test.ark" "exp/dnn_$opt/decode_test" \
         --cuts data/fbank/cuts_test.jsonl.gz --acwt-from "exp/dnn_$opt/decode_dev" $decode_opts $jobs_opt
     done
   fi
