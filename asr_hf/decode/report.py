@@ -206,7 +206,7 @@ def compare_table(rows: Sequence[ResultRow]) -> str:
         systems.setdefault(r.system, {})[r.set] = r
     head = ["system", "optimizer", *[f"{s} %WER" for s in sets], "held-out CE", "held-out acc %", "train time",
             "params", "device"]  # fmt: skip
-    align = ["---"] * 2 + ["---:"] * (len(sets) + 5) + ["---"]
+    align = ["---"] * 2 + ["---:"] * (len(sets) + 4) + ["---"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]
     for system in sorted(systems):
         by_set = systems[system]
@@ -234,8 +234,13 @@ def compare_table(rows: Sequence[ResultRow]) -> str:
 def plot_training_curves(exp_root: Pathlike, out: Pathlike) -> Optional[Path]:
     """Held-out cross-entropy and frame accuracy vs training wall time, one line per DNN
     system (every ``*/train_log.jsonl`` under ``exp_root``); ``None`` when there is none."""
-    logs = sorted(Path(exp_root).glob("*/train_log.jsonl"))
-    if not logs:
+    curves = []
+    for path in sorted(Path(exp_root).glob("*/train_log.jsonl")):
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        rows = [r for r in rows if "wall_s" in r and "heldout_loss" in r]  # DNN logs only (not GMM ones)
+        if rows:
+            curves.append((path.parent.name, rows))
+    if not curves:
         return None
     import matplotlib
 
@@ -243,11 +248,10 @@ def plot_training_curves(exp_root: Pathlike, out: Pathlike) -> Optional[Path]:
     import matplotlib.pyplot as plt
 
     fig, (ax_ce, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for path in logs:
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    for name, rows in curves:
         t = [r["wall_s"] for r in rows]
-        ax_ce.plot(t, [r["heldout_loss"] for r in rows], marker=".", label=path.parent.name)
-        ax_acc.plot(t, [100 * r["heldout_acc"] for r in rows], marker=".", label=path.parent.name)
+        ax_ce.plot(t, [r["heldout_loss"] for r in rows], marker=".", label=name)
+        ax_acc.plot(t, [100 * r.get("heldout_acc", float("nan")) for r in rows], marker=".", label=name)
     for ax, label in ((ax_ce, "held-out cross-entropy"), (ax_acc, "held-out frame accuracy %")):
         ax.set_xlabel("training wall time (s)")
         ax.set_ylabel(label)

@@ -76,7 +76,9 @@ def test_compare_table_and_plot(exp_tree, tmp_path):
     assert lines[2] == "| mono | em | 0.00 | 0.00 | 1.235 | 65.4 | 1:02:05 | 12345 | cpu x2 |"
     png = plot_results(rows, tmp_path / "wer.png")
     assert png.stat().st_size > 1000
-    assert plot_training_curves(exp, tmp_path / "none.png") is None  # no train_log.jsonl yet
+    assert lines[1].count("|") == lines[0].count("|")
+    (exp / "mono" / "train_log.jsonl").write_text('{"iter": 1, "loglike": -90.1}\n')  # a GMM log
+    assert plot_training_curves(exp, tmp_path / "none.png") is None
     log = [{"wall_s": 0.0, "heldout_loss": 2.0, "heldout_acc": 0.1}, {"wall_s": 5.0, "heldout_loss": 1.0, "heldout_acc": 0.5}]
     (exp / "mono" / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
     assert plot_training_curves(exp, tmp_path / "curves.png").stat().st_size > 1000
