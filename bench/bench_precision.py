@@ -56,7 +56,7 @@ def run(mode: str, x, t, args, device) -> dict:
             torch.cuda.synchronize()
         if step >= args.warmup:
             rates.append(args.batch / (time.perf_counter() - t0))
-        loss = float(out)
+        loss = float(out.detach())
     with torch.no_grad():  # full-data loss in float32
         full = float(F.cross_entropy(model(x[:20000]), t[:20000]))
     return {"frames_per_s": statistics.median(rates), "last_batch_loss": loss, "train_loss": full}
