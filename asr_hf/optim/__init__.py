@@ -12,9 +12,15 @@ Hessian-free family (this package's composable pieces):
 * the optimizer: :class:`HessianFree` (registered as ``hf``, ``hf_diag``, ``hf_lbfgs``,
   ``hf_sampled``, ``hf_lbfgs_sampled``, ``hf_block``).
 
+Also: KFAC, K-BFGS, K-BFGS(L) and first-order baselines (``kfac``, ``kbfgs``, ``kbfgs_l``,
+``sgd``, ``adam``, ``rmsprop``), and the multi-worker approximated-Hessian SGD
+(:class:`ApproxHessianSGD`, ``ahsgd``).  Data-parallel plumbing: :class:`DistReducer`,
+:class:`ShardedSource` (see :mod:`asr_hf.optim.distributed`).
+
 Optimizers are built by name through :func:`build_optimizer`.
 """
 
+from asr_hf.optim.ahsgd import ApproxHessianSGD
 from asr_hf.optim.base import (
     Closure,
     ExampleSource,
@@ -38,6 +44,7 @@ from asr_hf.optim.curvature import (
     evaluate_loss,
     loss_and_gradient,
 )
+from asr_hf.optim.distributed import DistReducer, ShardedSource, init_from_env, run_local_workers, shard_range
 from asr_hf.optim.hf import HF_VARIANTS, CurvatureKind, HessianFree, HFConfig
 from asr_hf.optim.lbfgs import LBFGSMemory
 from asr_hf.optim.precond import (
@@ -47,7 +54,13 @@ from asr_hf.optim.precond import (
     Preconditioner,
     PreconditionerKind,
 )
-from asr_hf.optim.registry import available_optimizers, build_optimizer, optimizer_kind, register_optimizer
+from asr_hf.optim.registry import (
+    available_optimizers,
+    build_optimizer,
+    optimizer_info,
+    optimizer_kind,
+    register_optimizer,
+)
 from asr_hf.optim.sampling import DataSampler, FixedFractionSchedule, GeometricSchedule, SamplingKind
 from asr_hf.optim.solvers import (
     CGResult,
@@ -59,6 +72,7 @@ from asr_hf.optim.solvers import (
 )
 
 __all__ = [
+    "ApproxHessianSGD",
     "BlockLayout",
     "CGResult",
     "Closure",
@@ -67,6 +81,7 @@ __all__ = [
     "DataSampler",
     "DenseOperator",
     "DiagonalPreconditioner",
+    "DistReducer",
     "ExampleSource",
     "FixedFractionSchedule",
     "GGNOperator",
@@ -90,6 +105,7 @@ __all__ = [
     "SampledData",
     "SamplingKind",
     "SequentialNet",
+    "ShardedSource",
     "SourceChunks",
     "StopReason",
     "TensorSource",
@@ -98,10 +114,14 @@ __all__ = [
     "build_optimizer",
     "conjugate_gradient",
     "evaluate_loss",
+    "init_from_env",
     "loss_and_gradient",
     "martens_grid",
     "module_blocks",
+    "optimizer_info",
     "optimizer_kind",
     "parameter_blocks",
     "register_optimizer",
+    "run_local_workers",
+    "shard_range",
 ]
