@@ -231,6 +231,18 @@ def compare_table(rows: Sequence[ResultRow]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _save_figure(fig, out: Pathlike) -> Path:
+    """Write a matplotlib figure atomically (format from the suffix, png by default) and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    out = Path(out)
+    with atomic_output(out) as tmp:
+        fig.savefig(tmp, dpi=120, format=out.suffix.lstrip(".") or "png")
+    plt.close(fig)
+    return out
+
+
 def plot_training_curves(exp_root: Pathlike, out: Pathlike) -> Optional[Path]:
     """Held-out cross-entropy and frame accuracy vs training wall time, one line per DNN
     system (every ``*/train_log.jsonl`` under ``exp_root``); ``None`` when there is none."""
@@ -257,12 +269,7 @@ def plot_training_curves(exp_root: Pathlike, out: Pathlike) -> Optional[Path]:
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     ax_acc.legend(fontsize=7)
-    fig.tight_layout()
-    out = Path(out)
-    with atomic_output(out) as tmp:
-        fig.savefig(tmp, dpi=120, format=out.suffix.lstrip(".") or "png")
-    plt.close(fig)
-    return out
+    return _save_figure(fig, out)
 
 
 def plot_results(rows: Sequence[ResultRow], out: Pathlike, title: str = "%WER by system") -> Path:
@@ -292,9 +299,4 @@ def plot_results(rows: Sequence[ResultRow], out: Pathlike, title: str = "%WER by
     ax.set_ylabel("%WER")
     ax.set_title(title)
     ax.legend()
-    fig.tight_layout()
-    out = Path(out)
-    with atomic_output(out) as tmp:
-        fig.savefig(tmp, dpi=120, format=out.suffix.lstrip(".") or "png")
-    plt.close(fig)
-    return out
+    return _save_figure(fig, out)
