@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import re
 import sys
+from concurrent.futures.process import BrokenProcessPool
 from typing import Sequence
 
 from asr_hf.utils.errors import DataError
@@ -55,7 +57,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DataError as exc:
         print(f"asr-hf {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except (ImportError, OSError, BrokenProcessPool) as exc:
+        # A library that does not load (in this process or in a worker, whose exception
+        # the pool re-raises here): one line naming the package, not a pool traceback.
+        if args.verbose:
+            raise
+        print(f"asr-hf {args.command}: error: {library_failure(exc)} (-v for the traceback)", file=sys.stderr)
+        return 3
     return int(result or 0)
+
+
+def library_failure(exc: BaseException) -> str:
+    """One line for an import / shared-library / worker failure, naming the installed
+    package (and version) whose file appears in the message when there is one."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, BrokenProcessPool):
+        return f"a worker process died abruptly ({text or 'killed'}); out of memory, or a crash in a compiled library"
+    package = None
+    m = re.search(r"site-packages/([A-Za-z0-9_]+)", text)
+    if m:
+        package = m.group(1)
+    elif isinstance(exc, ImportError) and exc.name:
+        package = exc.name.split(".")[0]
+    if package:
+        from importlib import metadata
+
+        dists = metadata.packages_distributions().get(package, [])
+        for dist in dists:
+            try:
+                return f"package {dist} {metadata.version(dist)} failed: {type(exc).__name__}: {text}"
+            except metadata.PackageNotFoundError:
+                pass
+        return f"package {package} failed: {type(exc).__name__}: {text}"
+    return f"{type(exc).__name__}: {text}"
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -103,14 +103,24 @@ class Trainer:
         cfg: an OmegaConf config following :class:`asr_hf.nnet.config.TrainConfig`.
         root: directory the config's relative paths are taken from (the recipe dir).
         command: the command line to record in the exp dir.
+        clock: the seconds counter that training time (``wall_s``, the time budget) is
+            measured with; tests inject a deterministic one so no result depends on the
+            machine's speed.
     """
 
-    def __init__(self, cfg, root: Path | str = ".", command: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        cfg,
+        root: Path | str = ".",
+        command: Optional[str] = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
         from omegaconf import OmegaConf
 
         from asr_hf.nnet.config import exp_dir_for
 
         self.cfg = cfg
+        self.clock = clock
         self.root = Path(root)
         self.exp = self.root / exp_dir_for(cfg)
         t = cfg.trainer
@@ -409,7 +419,7 @@ class Trainer:
         of training time are spent, so a time budget binds even when epochs are long."""
         t = self.cfg.trainer
         total, n_frames, n_batches = 0.0, 0, 0
-        start = time.perf_counter()
+        start = self.clock()
         cut = False
         if self.world_size == 1:
             batch_size, generator = t.batch_size, self.generator
@@ -446,7 +456,7 @@ class Trainer:
         """Whether ``time_left`` seconds have passed since ``start`` (rank 0's clock decides
         for every rank, so data-parallel ranks stop after the same step)."""
         self._sync()
-        flag = torch.tensor([float(time.perf_counter() - start >= time_left)])
+        flag = torch.tensor([float(self.clock() - start >= time_left)])
         if self.world_size > 1:
             self.reducer.broadcast_(flag)
         return bool(flag.item())
@@ -473,7 +483,7 @@ class Trainer:
                 log.info("time budget %.0f s reached", t.time_budget_s)
                 break
             self._sync()
-            start = time.perf_counter()
+            start = self.clock()
             comm0 = getattr(self.reducer, "comm_seconds", 0.0)
             if self.kind == OptimizerKind.SAMPLED:
                 data = SampledData(NormalizedSource(self.train_source, self.model.norm),
@@ -496,7 +506,7 @@ class Trainer:
                 if callable(stats_fn):
                     row_extra.update({f"opt_{k}": v for k, v in (stats_fn() or {}).items() if _is_number(v)})
             self._sync()
-            elapsed = time.perf_counter() - start
+            elapsed = self.clock() - start
             if self.dist:  # seconds inside collectives (DDP's own gradient all-reduce is not counted)
                 comm = getattr(self.reducer, "comm_seconds", 0.0) - comm0
                 row_extra.update({"world_size": self.world_size, "comm_s": comm, "comm_share": comm / max(elapsed, 1e-9)})

@@ -9,6 +9,8 @@
 # Every stage is one call into the package; outputs are written atomically and
 # a finished stage is skipped on re-run (its final artifact or .done marker).
 
+. "$(dirname "${BASH_SOURCE[0]}")/path.sh"
+
 log() {
   local fname=${BASH_SOURCE[1]##*/}
   echo -e "$(date '+%Y-%m-%d %H:%M:%S') (${fname}:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*"

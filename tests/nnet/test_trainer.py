@@ -1,6 +1,7 @@
 """Trainer, data path and config tests on the tiny corpus with learnable stand-in
 targets (the ``recipe_root`` fixture in conftest.py)."""
 
+import itertools
 import json
 
 import numpy as np
@@ -124,19 +125,20 @@ def test_bf16_autocast_trains_first_order_and_is_refused_for_curvature_methods(r
 
 
 def test_time_budget_binds_within_a_long_epoch(recipe_root):
-    full = Trainer(_cfg(recipe_root, "optim=adam", "trainer.batch_size=8", "trainer.max_epochs=1",
-                        "trainer.newbob.enabled=false", f"trainer.exp_dir={recipe_root}/exp/epoch_full"),
-                   root=recipe_root)  # fmt: skip
-    full.train()
-    epoch_s = full.state.history[-1]["epoch_s"]
-    budget = epoch_s / 4
+    """A tick clock (one second per reading) makes the cut deterministic: the trainer
+    reads t=0 before the epoch, the epoch starts at t=1 and checks the budget every 8
+    minibatches (t=2, 3, ...), so a 5 s budget stops after exactly 40 minibatches and the
+    epoch ends at t=7, whatever the machine's speed."""
+    ticks = itertools.count()
     t = Trainer(_cfg(recipe_root, "optim=adam", "trainer.batch_size=8", "trainer.max_epochs=5",
-                     f"trainer.time_budget_s={budget}", f"trainer.exp_dir={recipe_root}/exp/epoch_cut"),
-                root=recipe_root)  # fmt: skip
+                     "trainer.time_budget_s=5", f"trainer.exp_dir={recipe_root}/exp/epoch_cut"),
+                root=recipe_root, clock=lambda: float(next(ticks)))  # fmt: skip
+    steps_per_epoch = len(t.train_set) // 8
+    assert steps_per_epoch > 80  # the cut really falls inside the first epoch
     t.train()
     assert t.state.done and t.state.epoch == 1  # stopped inside the first epoch
-    assert t.state.frames_seen < full.state.frames_seen / 2
-    assert budget <= t.state.wall_s < epoch_s / 2
+    assert t.state.frames_seen == 40 * 8
+    assert t.state.wall_s == 7.0
 
 
 def test_newbob_on_frame_accuracy_rolls_back_halves_and_stops():
