@@ -1,37 +1,36 @@
-"""CG iterations to a fixed relative residual on an ill-conditioned GGN system:
-no preconditioner vs Martens' diagonal vs L-BFGS (flexible PCG).
+"""CG iterations on the sequence of systems a real HF run solves: plain CG vs the
+L-BFGS preconditioners vs Martens' diagonal.
 
-Set-up (what one HF iteration late in training solves):
-
-1. a sigmoid DNN with softmax cross-entropy on teacher-generated labels is trained
-   for ``--pretrain-steps`` HF iterations with the L-BFGS preconditioner and pairs
-   kept across iterations (``hf_lbfgs``); after it, the preconditioner holds the
-   ``(s, (G + lambda_prev I) s)`` pairs of the previous iteration's CG run;
-2. the measured system is ``(G_B + lambda I) p = -g`` with ``G_B`` the GGN on a fresh
-   curvature sample ``B``, ``g`` the full-data gradient and small ``lambda`` values
-   (``--dampings``); every solver runs until ``|r| <= rtol |b|`` (Martens' progress
-   rule off).
-
-Preconditioners:
+Set-up: a sigmoid DNN with softmax cross-entropy on teacher-generated labels is trained
+by plain HF (``hf``).  At each of its iterations ``k`` the system HF solves,
+``(G_{B_k} + lambda_k I) p = -g_k`` (``G_{B_k}`` the GGN on that iteration's fresh
+curvature sample, ``g_k`` the full-data gradient, ``lambda_k`` HF's damping), is solved
+to ``|r| <= rtol |b|`` (Martens' progress rule off) by every method below, each method
+carrying its own preconditioner state from system to system exactly as HF would:
 
 * ``none``: plain CG;
 * ``diagonal``: ``(F + lambda)^0.75``, ``F`` the empirical-Fisher diagonal (Martens 2010);
-* ``lbfgs_in_cg``: L-BFGS from the current solve's own CG pairs only (flexible PCG);
-* ``lbfgs``: the ``hf_lbfgs`` configuration: the previous HF iteration's pairs
-  (damping-shifted to ``lambda``), updated inside CG (flexible PCG);
-* ``lbfgs_fixed``: the previous iteration's pairs, fixed during the solve (plain PCG);
-* ``lbfgs_current_theta_pairs`` (control): pairs from a solve at the current theta and
-  lambda on another curvature sample and another gradient sample, fixed during the
-  solve: separates the preconditioner itself from the staleness of carried-over pairs.
+* ``lbfgs``: the default (``hf_lbfgs``): pairs of earlier solves, the first 10 of each
+  run, 40 kept, damping-shifted, fixed during the solve (Morales & Nocedal 2000);
+* ``lbfgs_last_run``: only the previous run's pairs (first 40 of it), fixed;
+* ``lbfgs_even``: the previous run's 20 evenly spaced pairs, fixed;
+* ``lbfgs_refresh``: the default with ``y = A_k s`` recomputed for every kept pair
+  (its extra products are counted in ``products``);
+* ``lbfgs_in_solve``: pairs from the running solve only (flexible PCG; CG in exact
+  arithmetic).
 
-Reports iterations and seconds per method and the ratios ``none / method`` (> 1 means
-fewer iterations than plain CG).  Prints one JSON line.
+All methods see the same systems (the trajectory is plain HF's), so the comparison is
+of the preconditioners alone.  Reports per method the iterations per system, their
+sum over systems 2.. (the first has no pairs yet), products (iterations plus refresh
+products) and seconds, and ``ratio_none_over`` (> 1: fewer products than plain CG).
+Prints one JSON line.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -64,123 +63,116 @@ def build(args: argparse.Namespace, device: torch.device):
     return nn.Sequential(*layers).to(device), x.to(device), t.to(device)
 
 
+METHODS = ("none", "diagonal", "lbfgs", "lbfgs_last_run", "lbfgs_even", "lbfgs_refresh", "lbfgs_in_solve")
+
+
+def make_preconditioners(n: int) -> dict[str, LBFGSPreconditioner | None]:
+    return {
+        "none": None,
+        "diagonal": None,  # rebuilt per system from the gradient's squares
+        "lbfgs": LBFGSPreconditioner(n),
+        "lbfgs_last_run": LBFGSPreconditioner(n, history=40, pairs_per_solve=40),
+        "lbfgs_even": LBFGSPreconditioner(n, history=20, pairs_per_solve=20, selection="even"),
+        "lbfgs_refresh": LBFGSPreconditioner(n, refresh=True),
+        "lbfgs_in_solve": LBFGSPreconditioner(n, history=20, source="in_solve"),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--quick", action="store_true", help="fewer pretraining steps, one damping value")
+    ap.add_argument("--quick", action="store_true", help="smaller net, fewer systems (~10 s)")
     ap.add_argument("--inputs", type=int, default=60)
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--layers", type=int, default=3)
     ap.add_argument("--outputs", type=int, default=50)
     ap.add_argument("--examples", type=int, default=4096)
     ap.add_argument("--curv", type=int, default=1024, help="curvature sample size")
-    ap.add_argument("--pretrain-steps", type=int, default=18)
-    ap.add_argument("--dampings", default="1e-3", help="comma-separated lambda values")
+    ap.add_argument("--systems", type=int, default=12, help="HF iterations (systems) measured")
+    ap.add_argument("--initial-damping", type=float, default=0.01)
     ap.add_argument("--rtol", type=float, default=1e-4)
     ap.add_argument("--max-iters", type=int, default=3000)
-    ap.add_argument("--history", type=int, default=20, help="L-BFGS memory")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument(
-        "--threads", type=int, default=1, help="torch CPU threads (0: torch default; 1 is steadier on a shared CPU)"
-    )
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch default)")
     args = ap.parse_args()
     if args.quick:
-        args.hidden, args.examples, args.curv, args.pretrain_steps = 64, 2048, 512, 10
+        args.hidden, args.examples, args.curv, args.systems = 64, 2048, 512, 8
     device = torch.device(args.device)
     if args.threads and device.type == "cpu":
         torch.set_num_threads(args.threads)
     kind = LossKind.CROSS_ENTROPY
     model, x, t = build(args, device)
     src = TensorSource(x, t)
-
-    t0 = time.perf_counter()
-    hf = HessianFree(
-        model, kind, preconditioner="lbfgs", lbfgs_history=args.history, lbfgs_keep_pairs=True,
-        curv_fraction=args.curv / args.examples, seed=args.seed,
-    )
-    hf_stats = [hf.step(SampledData(src, src)) for _ in range(args.pretrain_steps)]
-    pretrain_s = time.perf_counter() - t0
-    assert hf.lbfgs is not None
-    prev_state = hf.lbfgs.state_dict()
-
-    perm = torch.randperm(args.examples, generator=torch.Generator().manual_seed(args.seed + 1)).to(device)
-    idx_b, idx_a = perm[: args.curv], perm[args.curv : 2 * args.curv]
-    gres = loss_and_gradient(model, kind, [(x, t)], square=True)
-    b = -gres.grad
-    half = perm[: args.examples // 2]
-    b_a = -loss_and_gradient(model, kind, [(x[half], t[half])]).grad  # another gradient sample's RHS
+    hf = HessianFree(model, kind, curv_fraction=args.curv / args.examples, initial_damping=args.initial_damping,
+                     cg_max_iters=250, seed=args.seed)  # fmt: skip
+    precs = make_preconditioners(hf.layout.numel)
+    iters: dict[str, list[int]] = {m: [] for m in METHODS}
+    products: dict[str, list[int]] = {m: [] for m in METHODS}
+    secs: dict[str, float] = {m: 0.0 for m in METHODS}
+    converged: dict[str, bool] = {m: True for m in METHODS}
+    dampings, losses = [], []
+    gen = torch.Generator().manual_seed(args.seed + 1)
 
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    result: dict = {
-        "bench": "cg_preconditioning",
+    for _ in range(args.systems):
+        lam = hf.damping
+        idx = torch.randperm(args.examples, generator=gen)[: args.curv].to(device)
+        gres = loss_and_gradient(model, kind, [(x, t)], square=True)
+        b = -gres.grad
+        op = GGNOperator(model, kind, [(x[idx], t[idx])], damping=lam)
+        op.matvec(b)  # fill the forward cache outside the timings
+        for m in METHODS:
+            pre = precs[m]
+            if m == "diagonal":
+                pre = DiagonalPreconditioner.empirical_fisher(gres.sq_grad, lam)
+            refresh0 = pre.refresh_products if isinstance(pre, LBFGSPreconditioner) else 0
+            sync()
+            t1 = time.perf_counter()
+            if isinstance(pre, LBFGSPreconditioner):
+                pre.begin_solve(lam, operator=op)
+            res = conjugate_gradient(
+                op, b, precond=pre, flexible=not getattr(pre, "fixed", True),
+                observe=pre.observe if isinstance(pre, LBFGSPreconditioner) else None,
+                rtol=args.rtol, progress_tol=None, max_iters=args.max_iters,
+            )  # fmt: skip
+            if isinstance(pre, LBFGSPreconditioner):
+                pre.end_solve()
+            sync()
+            secs[m] += time.perf_counter() - t1
+            extra = (pre.refresh_products - refresh0) if isinstance(pre, LBFGSPreconditioner) else 0
+            iters[m].append(res.iterations)
+            products[m].append(res.iterations + extra)
+            converged[m] &= res.stop_reason.value == "residual"
+        dampings.append(lam)
+        stats = hf.step(SampledData(src, src))  # advance plain HF's trajectory
+        losses.append(stats["heldout_loss"])
+
+    later = {m: sum(v[1:]) for m, v in products.items()}
+    per_system = {m: [round(a / max(b, 1), 3) for a, b in zip(iters["none"][1:], v[1:])] for m, v in products.items()}
+    result = {
+        "bench": "cg_preconditioning_sequence",
         "device": str(device),
         "threads": torch.get_num_threads(),
         "net": f"{args.inputs}-{args.layers}x{args.hidden}-{args.outputs}",
+        "params": hf.layout.numel,
         "examples": args.examples,
         "curv_sample": args.curv,
-        "pretrain_hf_steps": args.pretrain_steps,
-        "pretrain_seconds": round(pretrain_s, 1),
-        "loss_after_pretrain": round(hf_stats[-1]["heldout_loss"], 4) if hf_stats else None,
-        "hf_lambda_after_pretrain": float(f"{hf.damping:.3g}"),
-        "prev_pairs": len(prev_state["memory"]["s"]),
+        "systems": args.systems,
         "rtol": args.rtol,
-        "lbfgs_history": args.history,
+        "dampings": [float(f"{v:.3g}") for v in dampings],
+        "heldout_loss_first_last": [round(losses[0], 4), round(losses[-1], 4)],
+        "iterations": iters,
+        "products_systems_2_on": later,
+        "converged": converged,
+        "seconds": {m: round(v, 2) for m, v in secs.items()},
+        "ratio_none_over": {m: round(later["none"] / max(v, 1), 3) for m, v in later.items()},
+        "median_per_system_ratio_none_over": {m: statistics.median(v) for m, v in per_system.items()},
+        "time_ratio_none_over": {m: round(secs["none"] / max(v, 1e-9), 3) for m, v in secs.items()},
+        "torch": torch.__version__,
     }
-    for lam in [float(v) for v in args.dampings.split(",")]:
-        op = GGNOperator(model, kind, [(x[idx_b], t[idx_b])], damping=lam)
-        op.matvec(b)  # fill the forward cache outside the timings
-
-        def solve(precond, flexible: bool, observe=None):
-            sync()
-            t1 = time.perf_counter()
-            res = conjugate_gradient(
-                op, b, precond=precond, flexible=flexible, observe=observe, rtol=args.rtol, progress_tol=None,
-                max_iters=args.max_iters,
-            )
-            sync()
-            return res, time.perf_counter() - t1
-
-        def lbfgs(keep: bool, update_in_cg: bool) -> LBFGSPreconditioner:
-            pre = LBFGSPreconditioner(op.numel, history=args.history, keep_pairs=keep, update_in_cg=update_in_cg)
-            if keep:
-                pre.load_state_dict(prev_state)
-            pre.begin_solve(lam)  # shifts the kept pairs from lambda_prev to lambda
-            return pre
-
-        runs = {"none": solve(None, flexible=False)}
-        runs["diagonal"] = solve(DiagonalPreconditioner.empirical_fisher(gres.sq_grad, lam), flexible=True)
-        pre = lbfgs(keep=False, update_in_cg=True)
-        runs["lbfgs_in_cg"] = solve(pre, flexible=True, observe=pre.observe)
-        pre = lbfgs(keep=True, update_in_cg=True)
-        runs["lbfgs"] = solve(pre, flexible=True, observe=pre.observe)
-        pre = lbfgs(keep=True, update_in_cg=False)
-        runs["lbfgs_fixed"] = solve(pre, flexible=False)
-        # control: pairs that are not stale, from a solve at the *current* theta and lambda
-        # on another curvature sample A (with another right-hand side), fixed during the solve
-        op_a = GGNOperator(model, kind, [(x[idx_a], t[idx_a])], damping=lam)
-        pre = LBFGSPreconditioner(op.numel, history=args.history, keep_pairs=True, update_in_cg=False)
-        pre.begin_solve(lam)
-        conjugate_gradient(
-            op_a, b_a, precond=pre, flexible=True, observe=pre.observe, rtol=args.rtol, progress_tol=None,
-            max_iters=args.max_iters,
-        )
-        pre.end_solve()
-        pre.begin_solve(lam)
-        runs["lbfgs_current_theta_pairs"] = solve(pre, flexible=False)
-
-        iters = {k: res.iterations for k, (res, _) in runs.items()}
-        secs = {k: round(sec, 3) for k, (_, sec) in runs.items()}
-        result[f"lambda={lam:g}"] = {
-            "iterations": iters,
-            "converged": {k: res.stop_reason.value == "residual" for k, (res, _) in runs.items()},
-            "seconds": secs,
-            "iteration_ratio_none_over": {k: round(iters["none"] / max(v, 1), 3) for k, v in iters.items()},
-            "time_ratio_none_over": {k: round(secs["none"] / max(v, 1e-9), 3) for k, v in secs.items()},
-        }
-    result["torch"] = torch.__version__
     print(json.dumps(result))
 
 

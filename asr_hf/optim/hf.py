@@ -10,8 +10,9 @@ Sainath & Soltau 2012; Sainath et al. 2013; Zhang et al. 2017):
 3. the curvature operator ``A = C_{S_c} + (l2 + lambda) I`` (GGN or Hessian; its
    block-diagonal part for block HF);
 4. CG on ``A p = -g`` from ``x_0 = decay * p_{k-1}`` with the chosen preconditioner
-   (none, Martens' diagonal, L-BFGS from CG's own pairs + flexible PCG), Martens'
-   stopping rule, iterates kept on the grid ``ceil(5 * 1.3^j)``;
+   (none, Martens' diagonal, or L-BFGS from the previous iteration's CG pairs held
+   fixed during the solve), Martens' stopping rule, iterates kept on the grid
+   ``ceil(5 * 1.3^j)``;
 5. backtracking over the kept iterates on the held-out objective
    ``f(theta) = L_heldout(theta) + 0.5 l2 |theta|^2``: start from the last iterate
    and move to earlier ones while ``f`` decreases;
@@ -59,6 +60,8 @@ from asr_hf.optim.curvature import (
 )
 from asr_hf.optim.precond import (
     DiagonalPreconditioner,
+    LBFGSPairSelection,
+    LBFGSPairSource,
     LBFGSPreconditioner,
     Preconditioner,
     PreconditionerKind,
@@ -99,7 +102,7 @@ class HFConfig:
     ``initial_damping = 1`` (the recipes' ``conf/optim/hf*.yaml`` use 0.01, measured on
     the synthetic BN corpus), the geometric schedule's ``initial``/``growth``, its
     curvature cap (the fixed schedule's 1%, so the accelerated and the baseline runs end
-    on equal curvature samples), L-BFGS memory 20, ``ls_max_tries = 20``.
+    on equal curvature samples), L-BFGS memory 40 with 10 pairs per solve, ``ls_max_tries = 20``.
     """
 
     # variant
@@ -145,9 +148,15 @@ class HFConfig:
     flexible_cg: bool = True
     # preconditioners
     precond_exponent: float = 0.75
-    lbfgs_history: int = 20
-    lbfgs_keep_pairs: bool = False  # True: carry pairs across HF iterations (damping-shifted)
-    lbfgs_update_in_cg: bool = True
+    # L-BFGS (Sainath et al. 2013): pairs (s, A s) from earlier HF iterations' CG runs, held
+    # fixed during the next solve (Morales & Nocedal 2000), y shifted by the damping change;
+    # each run adds its first lbfgs_pairs_per_solve pairs to a memory of lbfgs_history
+    # (oldest dropped).  See LBFGSPreconditioner for the measurements behind 40 / 10 / first.
+    lbfgs_history: int = 40
+    lbfgs_pairs_per_solve: int = 10
+    lbfgs_pairs: str = "previous"  # previous | in_solve (= CG in exact arithmetic) | both
+    lbfgs_selection: str = "first"  # first | even | last
+    lbfgs_refresh: bool = False  # recompute y = A_k s of the kept pairs each solve (m products)
     # step selection
     backtrack: bool = True
     line_search: bool = True
@@ -166,8 +175,21 @@ class HFConfig:
         self.sampling = SamplingKind(self.sampling)
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        self.lbfgs_pairs = LBFGSPairSource(self.lbfgs_pairs).value
+        self.lbfgs_selection = LBFGSPairSelection(self.lbfgs_selection).value
         if self.block_diagonal and self.preconditioner == PreconditionerKind.LBFGS:
             raise ValueError("block-diagonal HF supports preconditioner 'none' or 'diagonal', not 'lbfgs'")
+        if (
+            self.preconditioner == PreconditionerKind.LBFGS
+            and self.lbfgs_pairs != LBFGSPairSource.PREVIOUS.value
+            and not self.flexible_cg
+        ):
+            raise ValueError(
+                f"lbfgs_pairs={self.lbfgs_pairs} changes the preconditioner inside the solve, which plain PCG "
+                "cannot take: set flexible_cg=true (or lbfgs_pairs=previous, fixed during each solve)"
+            )
+        if self.lbfgs_history < 1 or self.lbfgs_pairs_per_solve < 1:
+            raise ValueError("lbfgs_history and lbfgs_pairs_per_solve must be >= 1 (pairs per solve: at most the history)")
         if self.curvature == CurvatureKind.HESSIAN and self.backend == "sequential":
             raise ValueError("the 'sequential' back end computes GGN products only")
         if not (0 < self.damping_drop <= 1 <= self.damping_boost):
@@ -244,8 +266,10 @@ class HessianFree:
             self.lbfgs = LBFGSPreconditioner(
                 self.layout.numel,
                 history=cfg.lbfgs_history,
-                keep_pairs=cfg.lbfgs_keep_pairs,
-                update_in_cg=cfg.lbfgs_update_in_cg,
+                source=cfg.lbfgs_pairs,
+                selection=cfg.lbfgs_selection,
+                pairs_per_solve=cfg.lbfgs_pairs_per_solve,
+                refresh=cfg.lbfgs_refresh,
             )
         self.grid = martens_grid(cfg.cg_max_iters, cfg.cg_grid_start, cfg.cg_grid_ratio)
         self.num_steps = 0
@@ -360,7 +384,7 @@ class HessianFree:
             precond = DiagonalPreconditioner.empirical_fisher(gres.sq_grad, lam, cfg.precond_exponent, cfg.l2)
         elif self.lbfgs is not None:
             precond = self.lbfgs
-            precond.begin_solve(lam)
+            self.lbfgs.begin_solve(lam, operator=op)
         x0 = self.prev_solution * cfg.warm_start_decay
         res = conjugate_gradient(
             op,
@@ -453,6 +477,7 @@ class HessianFree:
             "step_norm": rate * float(p.norm()),
             "model_reduction": pred,
             "lbfgs_pairs": float(len(self.lbfgs.memory)) if self.lbfgs is not None else 0.0,
+            "lbfgs_refresh_products": float(self.lbfgs.refresh_products) if self.lbfgs is not None else 0.0,
             "time_gradient": t_grad,
             "time_cg": t_cg,
             "time_heldout": t_ho,

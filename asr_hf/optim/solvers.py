@@ -210,6 +210,11 @@ def conjugate_gradient(
     Returns:
         A :class:`CGResult`.
     """
+    if precond is not None and not flexible and not getattr(precond, "fixed", True):
+        raise ValueError(
+            "this preconditioner changes during the solve (it takes pairs from the running CG), so plain PCG "
+            "loses its guarantees: use flexible=True (flexible PCG), or a preconditioner fixed during the solve"
+        )
     matvec = _as_matvec(a)
     apply_m = _as_matvec(precond) if precond is not None else None
     nb = num_segments if segments is not None else 1

@@ -87,7 +87,7 @@ def _mlp_problem(seed: int = 0):
     [
         (
             "hf_lbfgs_sampled",
-            dict(grad_initial=0.2, curv_initial=0.05, curv_max_fraction=0.3, chunk_size=64, lbfgs_keep_pairs=True),
+            dict(grad_initial=0.2, curv_initial=0.05, curv_max_fraction=0.3, chunk_size=64),
         ),
         ("hf_block", dict(preconditioner="diagonal", curv_fraction=0.2, heldout_size=40)),
     ],
@@ -151,6 +151,39 @@ def test_registry_statistics_and_options() -> None:
         build_optimizer("hf", model, LossKind.CROSS_ENTROPY, no_such_option=1)
     with pytest.raises(ValueError):
         build_optimizer("hf_block", model, LossKind.CROSS_ENTROPY, preconditioner="lbfgs")
+
+
+def test_lbfgs_configurations_that_cannot_work_are_refused() -> None:
+    model, _ = _mlp_problem()
+    with pytest.raises(ValueError, match="flexible_cg=true"):
+        build_optimizer("hf_lbfgs", model, LossKind.CROSS_ENTROPY, lbfgs_pairs="in_solve", flexible_cg=False)
+    with pytest.raises(ValueError, match="flexible_cg=true"):
+        build_optimizer("hf_lbfgs", model, LossKind.CROSS_ENTROPY, lbfgs_pairs="both", flexible_cg=False)
+    with pytest.raises(ValueError):
+        build_optimizer("hf_lbfgs", model, LossKind.CROSS_ENTROPY, lbfgs_pairs="kept")
+    with pytest.raises(ValueError, match=">= 1"):
+        build_optimizer("hf_lbfgs", model, LossKind.CROSS_ENTROPY, lbfgs_history=0)
+    # the default is fixed during each solve, so plain PCG is allowed with it
+    build_optimizer("hf_lbfgs", model, LossKind.CROSS_ENTROPY, flexible_cg=False)
+
+
+def test_default_lbfgs_preconditions_from_the_second_hf_iteration() -> None:
+    """Iteration 1 has no pairs (it equals plain HF exactly); from iteration 2 the
+    previous run's pairs are active, so the CG run differs from plain CG's on the same
+    system."""
+    model, data = _mlp_problem()
+    plain_m, lb_m = copy.deepcopy(model), copy.deepcopy(model)
+    plain = HessianFree(plain_m, LossKind.CROSS_ENTROPY, cg_max_iters=40, seed=3)
+    lb = HessianFree(lb_m, LossKind.CROSS_ENTROPY, cg_max_iters=40, seed=3, preconditioner="lbfgs")
+    s1p, s1l = plain.step(data), lb.step(data)
+    assert s1p["cg_iters"] == s1l["cg_iters"] and s1p["heldout_loss"] == s1l["heldout_loss"]
+    assert s1l["lbfgs_pairs"] == min(10, s1l["cg_iters"])
+    # the same second system for both: copy the parameters, damping and warm start over
+    lb_m.load_state_dict(plain_m.state_dict())
+    lb.damping, lb.prev_solution = plain.damping, plain.prev_solution.clone()
+    s2p, s2l = plain.step(data), lb.step(data)
+    assert s2l["lbfgs_pairs"] > s1l["lbfgs_pairs"]
+    assert (s2p["cg_iters"], s2p["heldout_loss"]) != (s2l["cg_iters"], s2l["heldout_loss"])
 
 
 def test_exact_hessian_curvature_and_chunking_invariance() -> None:

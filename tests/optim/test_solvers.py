@@ -81,7 +81,7 @@ def test_flexible_pcg_with_changing_lbfgs_preconditioner_converges() -> None:
     n = 60
     a = _spd(n, 1e4, seed=2)
     b = torch.randn(n, dtype=DT)
-    prec = LBFGSPreconditioner(n, history=10, update_in_cg=True)
+    prec = LBFGSPreconditioner(n, history=10, source="in_solve")
     prec.begin_solve(0.0)
     res = conjugate_gradient(
         DenseOperator(a), b, precond=prec, flexible=True, observe=prec.observe, rtol=1e-9, progress_tol=None,
@@ -102,7 +102,7 @@ def test_lbfgs_pairs_from_a_previous_solve_cut_iterations() -> None:
     b1, b2 = torch.randn(n, generator=g, dtype=DT), torch.randn(n, generator=g, dtype=DT)
     kw = dict(rtol=1e-6, progress_tol=None, max_iters=1000, flexible=True)
     plain = conjugate_gradient(DenseOperator(a), b2, **kw)
-    prec = LBFGSPreconditioner(n, history=40, update_in_cg=False, keep_pairs=True)
+    prec = LBFGSPreconditioner(n, history=40, pairs_per_solve=40)
     prec.begin_solve(0.0)
     conjugate_gradient(DenseOperator(a), b1, precond=prec, observe=prec.observe, **kw)
     prec.end_solve()
