@@ -121,3 +121,9 @@ def test_compile_option_sets_heavyballs_mode():
         build_optimizer("soap", _model(), LossKind.CROSS_ENTROPY, compile=False)
     assert heavyball.utils.compile_mode is None
 
+
+def test_bf16_autocast_allowed_as_for_other_gradient_only_optimizers():
+    from asr_hf.nnet.trainer import BF16_OPTIMIZERS
+
+    assert set(PEERS) <= BF16_OPTIMIZERS
+    assert not {"kfac", "kbfgs", "kbfgs_l", "hf"} & BF16_OPTIMIZERS
