@@ -20,7 +20,9 @@ Registered names (all :attr:`OptimizerKind.MINIBATCH`, ``data_parallel="ddp"``):
   ``(v, g)`` with random ``v``; no Hessian-vector products).
 
 heavyball is an optional dependency (``pip install "asr_hf[peers]"``), imported when one
-of these optimizers is built.
+of these optimizers is built.  It keeps its state in float32 and expects float32 (or
+bfloat16) parameters, as the trainer's models are; heavyball 3.2.1's SOAP fails on float64
+parameters (a dtype mismatch in its einsum).
 
 Data parallelism: under DistributedDataParallel every rank receives the same averaged
 gradient, and each optimizer's state (moments, Kronecker factors, eigenbases, ``Q``) is a
