@@ -50,7 +50,7 @@ from asr_hf.utils.io import atomic_output
 log = logging.getLogger(__name__)
 
 #: optimizers whose update only needs the gradient, so bfloat16 autocast is safe
-BF16_OPTIMIZERS = frozenset({"sgd", "adam", "rmsprop", "ahsgd"})
+BF16_OPTIMIZERS = frozenset({"sgd", "adam", "adamw", "rmsprop", "ahsgd", "soap", "shampoo", "psgd"})
 
 
 def resolve_device(name: str) -> torch.device:

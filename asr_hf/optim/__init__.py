@@ -13,8 +13,9 @@ Hessian-free family (this package's composable pieces):
   ``hf_sampled``, ``hf_lbfgs_sampled``, ``hf_block``).
 
 Also: KFAC, K-BFGS, K-BFGS(L) and first-order baselines (``kfac``, ``kbfgs``, ``kbfgs_l``,
-``sgd``, ``adam``, ``rmsprop``), and the multi-worker approximated-Hessian SGD
-(:class:`ApproxHessianSGD`, ``ahsgd``).  Data-parallel plumbing: :class:`DistReducer`,
+``sgd``, ``adam``, ``adamw``, ``rmsprop``), heavyball's peer preconditioners (``soap``,
+``shampoo``, ``psgd``; optional extra ``peers``, :mod:`asr_hf.optim.peers`), and the
+multi-worker approximated-Hessian SGD (:class:`ApproxHessianSGD`, ``ahsgd``).  Data-parallel plumbing: :class:`DistReducer`,
 :class:`ShardedSource` (see :mod:`asr_hf.optim.distributed`).
 
 Optimizers are built by name through :func:`build_optimizer`.

@@ -1,4 +1,4 @@
-"""First-order baselines (SGD, Adam, RMSprop) behind the common optimizer contract.
+"""First-order baselines (SGD, Adam, AdamW, RMSprop) behind the common optimizer contract.
 
 Each class is a thin subclass of its :mod:`torch.optim` counterpart: the update is
 torch's own; ``step(closure)`` evaluates the closure (forward + backward on the minibatch),
@@ -10,6 +10,7 @@ Registered names (all :attr:`OptimizerKind.MINIBATCH`):
 
 * ``sgd``: lr, momentum, dampening, nesterov, weight_decay;
 * ``adam``: lr, betas, eps, weight_decay, amsgrad;
+* ``adamw``: lr, betas, eps, weight_decay (decoupled, Loshchilov & Hutter 2019), amsgrad;
 * ``rmsprop``: lr, alpha, eps, momentum, centered, weight_decay.
 """
 
@@ -62,6 +63,13 @@ class Adam(_StatsMixin, torch.optim.Adam):
         return self._stats_step(closure, lambda: torch.optim.Adam.step(self))
 
 
+class AdamW(_StatsMixin, torch.optim.AdamW):
+    """:class:`torch.optim.AdamW` with ``last_stats()``."""
+
+    def step(self, closure: Optional[Closure] = None) -> Optional[torch.Tensor]:  # type: ignore[override]
+        return self._stats_step(closure, lambda: torch.optim.AdamW.step(self))
+
+
 class RMSprop(_StatsMixin, torch.optim.RMSprop):
     """:class:`torch.optim.RMSprop` with ``last_stats()``."""
 
@@ -108,6 +116,20 @@ def build_adam(
     return Adam(_params(model), lr=lr, betas=_pair(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
 
 
+@register_optimizer("adamw", kind=OptimizerKind.MINIBATCH, data_parallel="ddp")
+def build_adamw(
+    model: nn.Module,
+    loss_kind: LossKind,
+    lr: float = 1e-3,
+    betas: Sequence[float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.01,
+    amsgrad: bool = False,
+) -> AdamW:
+    """AdamW: Adam with decoupled weight decay (torch.optim.AdamW)."""
+    return AdamW(_params(model), lr=lr, betas=_pair(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
+
+
 @register_optimizer("rmsprop", kind=OptimizerKind.MINIBATCH, data_parallel="ddp")
 def build_rmsprop(
     model: nn.Module,
@@ -125,4 +147,4 @@ def build_rmsprop(
     )
 
 
-__all__ = ["SGD", "Adam", "RMSprop", "build_adam", "build_rmsprop", "build_sgd"]
+__all__ = ["SGD", "Adam", "AdamW", "RMSprop", "build_adam", "build_adamw", "build_rmsprop", "build_sgd"]

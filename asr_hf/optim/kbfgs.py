@@ -25,13 +25,22 @@ the weight-decayed gradient matrix, ``(d_out, d_a)``).  One step on a minibatch:
    average with ``sy_decay`` (the authors' code uses 0.9; BFGS and both damping tests are
    invariant to a common scale of ``s`` and ``y``).
 5. Double damping (:func:`asr_hf.optim.kron.double_damping`): Powell on ``H_G`` with
-   ``mu1 = 0.2``, then Levenberg-Marquardt with ``mu2 = sqrt(lambda)``; the damped pair
-   satisfies ``s~.y~ >= mu2 |s~|^2 > 0``.
-6. ``H_G`` update from ``(s~, y~)``: K-BFGS: dense BFGS inverse update
+   ``mu1 = 0.2``, then Levenberg-Marquardt with ``mu2 = sqrt(lambda)``, by default in the
+   authors' form (``lm_damping="powell"``: ``y`` is mixed toward ``s~`` only when
+   ``s~.y / s~.s~ < mu2``); the damped pair satisfies ``s~.y~ >= mu2 |s~|^2 > 0``.
+6. Pair test (:func:`asr_hf.optim.kron.pair_accepted`), by default the authors'
+   (``pair_test="authors"``): ``H_G`` takes the pair only if ``s~.y~ > 1e-4 (s~.s~) |gbar|``
+   (``gbar`` of the first pass, not smoothed), ``H_A`` its Hessian-action pair only if
+   ``s_A.y_A > 1e-4 (s_A.s_A) |abar|``; ``pair_test="relative"``: ``s.y > 1e-12 |s| |y|``.
+7. ``H_G`` update from ``(s~, y~)``: K-BFGS: dense BFGS inverse update
    ``H+ = (I - rho s y^T) H (I - rho y s^T) + rho s s^T`` (``rho = 1/s.y``; satisfies the
    secant equation ``H+ y = s``), ``H_G`` starting at ``I``.  K-BFGS(L): the pair joins an
    :class:`~asr_hf.optim.lbfgs.LBFGSMemory` (``memory`` pairs, ``H0 = initial_scale I``,
    default ``I`` as in the authors' code) applied by the two-loop recursion.
+
+The Hessian-action vector of ``H_A`` is the mean homogeneous input ``abar = [mean a; 1]``:
+its last coordinate is 1, as in the authors' final code (their first upload used the mean
+of ``mean a`` there and was changed to 1 in the commit "update to Hessian action V2").
 
 The closure is therefore called twice per step; ``step`` returns the first loss and
 ``last_stats()["loss_new"]`` is the loss after the update on the same minibatch.
@@ -55,10 +64,12 @@ from asr_hf.optim.kron import (
     KronLayer,
     KroneckerOptimizer,
     LMDamping,
+    PairTest,
     damped_inverse,
     double_damping,
     ema_,
     iter_layers_with_stats,
+    pair_accepted,
     warmup_decay,
 )
 from asr_hf.optim.lbfgs import LBFGSMemory
@@ -73,7 +84,11 @@ class AInverse(str, enum.Enum):
 
 
 def bfgs_inverse_update(
-    h: torch.Tensor, s: torch.Tensor, y: torch.Tensor, min_curvature: float = 1e-12
+    h: torch.Tensor,
+    s: torch.Tensor,
+    y: torch.Tensor,
+    min_curvature: float = 1e-12,
+    accept: Optional[torch.Tensor] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Dense BFGS update of an inverse-Hessian approximation.
 
@@ -81,17 +96,22 @@ def bfgs_inverse_update(
     expanded as ``H + (rho + rho^2 y.H.y) s s^T - rho (H y s^T + s y^T H)`` (``O(n^2)``).
     ``H+`` is symmetric, satisfies the secant equation ``H+ y = s`` and is positive definite
     when ``H`` is and ``s.y > 0``.  A pair with ``s.y <= min_curvature |s| |y|`` (or a
-    non-finite result) leaves ``H`` unchanged.
+    non-finite result, or ``accept`` false) leaves ``H`` unchanged.
 
     Args:
         h: ``(n, n)`` symmetric positive definite.
         s, y: ``(n,)``.
+        min_curvature: the relative curvature test's constant (0: ``s.y > 0``).
+        accept: optional 0-d bool tensor from a caller's own pair test
+            (:func:`~asr_hf.optim.kron.pair_accepted`).
 
     Returns:
         ``(H+, accepted)`` with ``accepted`` a 0-d bool tensor (no host synchronisation).
     """
     sy = torch.dot(s, y)
     ok = sy > min_curvature * s.norm() * y.norm()
+    if accept is not None:
+        ok = ok & accept
     rho = torch.where(ok, 1.0 / torch.where(ok, sy, torch.ones_like(sy)), torch.zeros_like(sy))
     hy = h @ y
     coef = rho + rho * rho * torch.dot(y, hy)
@@ -121,8 +141,11 @@ class KBFGS(KroneckerOptimizer):
         sy_decay: moving-average coefficient of ``s`` and ``y`` (authors' code: 0.9; 0 off).
         powell_mu: Powell threshold ``mu1`` (paper: 0.2).
         lm_mu: LM damping ``mu2`` of the ``G`` pair (default ``sqrt(lambda)``).
-        lm_damping: ``"additive"`` (``y + mu2 s``) or ``"powell"`` (the conditional form
-            of the authors' code); see :func:`~asr_hf.optim.kron.double_damping`.
+        lm_damping: ``"powell"`` (default; the authors' rule: ``y`` mixed toward ``s~`` only
+            when ``s~.y / s~.s~ < mu2``) or ``"additive"`` (``y + mu2 s~`` on every pair);
+            see :func:`~asr_hf.optim.kron.double_damping`.
+        pair_test: ``"authors"`` (default; ``s.y > 1e-4 (s.s) |g|``) or ``"relative"``
+            (``s.y > 1e-12 |s| |y|``); see :func:`~asr_hf.optim.kron.pair_accepted`.
         a_damping: ``mu_A`` added to ``A`` before inverting (default ``sqrt(lambda)``).
         a_inverse: ``"bfgs"`` (Hessian-action BFGS, the paper) or ``"exact"``.
         a_inv_every: refresh period of the exact ``H_A``.
@@ -143,7 +166,8 @@ class KBFGS(KroneckerOptimizer):
         sy_decay: float = 0.9,
         powell_mu: float = 0.2,
         lm_mu: Optional[float] = None,
-        lm_damping: LMDamping | str = LMDamping.ADDITIVE,
+        lm_damping: LMDamping | str = LMDamping.POWELL,
+        pair_test: PairTest | str = PairTest.AUTHORS,
         a_damping: Optional[float] = None,
         a_inverse: AInverse | str = AInverse.BFGS,
         a_inv_every: int = 20,
@@ -158,6 +182,7 @@ class KBFGS(KroneckerOptimizer):
             raise ValueError("a_inv_every must be >= 1")
         self.loss_kind = LossKind(loss_kind)
         self.lm_damping = LMDamping(lm_damping)
+        self.pair_test = PairTest(pair_test)
         self.a_inverse = AInverse(a_inverse)
         super().__init__(
             model,
@@ -184,12 +209,13 @@ class KBFGS(KroneckerOptimizer):
             return v.clone()
         return state["HG"] @ v
 
-    def hg_update(self, layer: KronLayer, s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Fold the damped pair into ``H_G``; returns a 0-d bool tensor (accepted)."""
+    def hg_update(self, layer: KronLayer, s: torch.Tensor, y: torch.Tensor, accept: torch.Tensor) -> torch.Tensor:
+        """Fold the damped pair into ``H_G`` if ``accept`` (0-d bool, the pair test) holds;
+        returns a 0-d bool tensor (taken)."""
         state = self.layer_state(layer)
         if "HG" not in state:
             state["HG"] = torch.eye(layer.d_out, device=s.device, dtype=s.dtype)
-        state["HG"], ok = bfgs_inverse_update(state["HG"], s, y)
+        state["HG"], ok = bfgs_inverse_update(state["HG"], s, y, min_curvature=0.0, accept=accept)
         return ok
 
     def hg_dense(self, layer: KronLayer) -> torch.Tensor:
@@ -270,7 +296,7 @@ class KBFGS(KroneckerOptimizer):
             pair = double_damping(
                 s, y, lambda v: self.hg_apply(layer, v), hp["powell_mu"], mu2, self.lm_damping
             )
-            ok = self.hg_update(layer, pair.s, pair.y)
+            ok = self.hg_update(layer, pair.s, pair.y, pair_accepted(pair.s, pair.y, gbar, self.pair_test))
             n_pairs += 1
             n_powell += pair.powell.to(n_powell)
             n_lm += pair.lm.to(n_lm)
@@ -279,7 +305,8 @@ class KBFGS(KroneckerOptimizer):
                 # Hessian-action BFGS: the pair (H_A abar, (A + mu_A I) H_A abar).
                 s_a = state["HA"] @ abar
                 y_a = state["A"] @ s_a + mu_a * s_a
-                state["HA"], _ = bfgs_inverse_update(state["HA"], s_a, y_a)
+                accept_a = pair_accepted(s_a, y_a, abar, self.pair_test)
+                state["HA"], _ = bfgs_inverse_update(state["HA"], s_a, y_a, min_curvature=0.0, accept=accept_a)
 
         self.steps += 1
         denom = max(n_pairs, 1)
@@ -322,15 +349,17 @@ class KBFGSL(KBFGS):
         self.memory = memory
         self.initial_scale = initial_scale
         super().__init__(model, loss_kind, **kwargs)
+        # The pair test runs before push (pair_accepted); the memory only checks s.y > 0.
         self.memories: dict[str, LBFGSMemory] = {
-            layer.name: LBFGSMemory(history=memory, initial_scale=initial_scale) for layer in self.layers
+            layer.name: LBFGSMemory(history=memory, min_curvature=0.0, initial_scale=initial_scale)
+            for layer in self.layers
         }
 
     def hg_apply(self, layer: KronLayer, v: torch.Tensor) -> torch.Tensor:
         return self.memories[layer.name].apply(v)
 
-    def hg_update(self, layer: KronLayer, s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        ok = self.memories[layer.name].push(s, y)
+    def hg_update(self, layer: KronLayer, s: torch.Tensor, y: torch.Tensor, accept: torch.Tensor) -> torch.Tensor:
+        ok = bool(accept) and self.memories[layer.name].push(s, y)
         return torch.tensor(ok, device=s.device)
 
     def _extra_state(self) -> dict[str, Any]:
@@ -356,8 +385,9 @@ def build_kbfgs(model: nn.Module, loss_kind: LossKind, **options: Any) -> KBFGS:
     """K-BFGS (dense BFGS pre-activation factor, double damping, two passes per step).
 
     Options: lr, damping, momentum, weight_decay, factor_decay, sy_decay, powell_mu, lm_mu,
-    lm_damping (additive|powell), a_damping, a_inverse (bfgs|exact), a_inv_every,
-    skip_layers, batch_averaged.
+    lm_damping (powell|additive; default powell, the authors' rule), pair_test
+    (authors|relative), a_damping, a_inverse (bfgs|exact), a_inv_every, skip_layers,
+    batch_averaged.
     """
     return KBFGS(model, loss_kind, **options)
 

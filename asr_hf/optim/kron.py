@@ -487,8 +487,55 @@ def pi_split(a: torch.Tensor, g: torch.Tensor, damping: float) -> tuple[float, f
 class LMDamping(str, enum.Enum):
     """The second (Levenberg-Marquardt) step of K-BFGS double damping."""
 
-    ADDITIVE = "additive"  # y~ = y + mu2 s~ (always applied)
-    POWELL = "powell"  # if s~.y < mu2 s~.s~: y~ = t y + (1-t) s~, so s~.y~ = mu2 s~.s~
+    #: The authors' rule (the default): Powell damping with ``B = I``; if
+    #: ``s~.y / s~.s~ < mu2``: ``y~ = t y + (1-t) s~`` so that ``s~.y~ = mu2 s~.s~``.
+    POWELL = "powell"
+    #: ``y~ = y + mu2 s~`` on every pair (the pair of ``B + mu2 I``; not the authors' code).
+    ADDITIVE = "additive"
+
+
+class PairTest(str, enum.Enum):
+    """Which (damped) curvature pairs a BFGS factor accepts; see :func:`pair_accepted`."""
+
+    #: The authors' test (the default): ``s.y > 1e-4 (s.s) |g|``.
+    AUTHORS = "authors"
+    #: The scale-free ``s.y > 1e-12 |s| |y|`` used here before.
+    RELATIVE = "relative"
+
+
+#: The constant of the authors' pair test ``s.y > 1e-4 (s.s) |g|``.
+AUTHORS_PAIR_EPS = 1e-4
+#: The constant of the relative pair test ``s.y > 1e-12 |s| |y|``.
+RELATIVE_PAIR_EPS = 1e-12
+
+
+def pair_accepted(s: torch.Tensor, y: torch.Tensor, g: torch.Tensor, test: PairTest | str) -> torch.Tensor:
+    """Whether a BFGS factor should take the pair ``(s, y)``; a 0-d bool tensor (no sync).
+
+    * ``AUTHORS`` (Goldfarb, Ren & Bahamou's code): ``s.y > 1e-4 (s.s) |g|`` with ``g`` the
+      factor's gradient-like vector of this step: the mean pre-activation gradient ``gbar``
+      (at the parameters before the update, not smoothed) for ``H_G``, the mean homogeneous
+      layer input ``abar`` for the Hessian-action pair of ``H_A``.  With ``g = 0`` it is
+      ``s.y > 0``.  After LM damping ``s.y >= mu2 s.s``, so it rejects a pair only when
+      ``|g| >= mu2 / 1e-4``, i.e. it stops updating a factor on a very large gradient.
+    * ``RELATIVE``: ``s.y > 1e-12 |s| |y|`` (``g`` unused).
+
+    Both are invariant to a common scale of ``s`` and ``y``.  Non-finite pairs are rejected.
+
+    Args:
+        s, y: the pair, shape ``(n,)``.
+        g: shape ``(m,)`` (any length; only its norm is used).
+        test: which test.
+    """
+    test = PairTest(test)
+    sy = torch.dot(s, y)
+    if test is PairTest.AUTHORS:
+        ss = torch.dot(s, s)
+        ok = sy > AUTHORS_PAIR_EPS * ss * torch.linalg.vector_norm(g).to(ss)
+        ok = ok & torch.isfinite(ss)
+    else:
+        ok = sy > RELATIVE_PAIR_EPS * s.norm() * y.norm()
+    return ok & torch.isfinite(sy)
 
 
 @dataclass
@@ -509,7 +556,7 @@ def double_damping(
     h_apply: Callable[[torch.Tensor], torch.Tensor],
     mu1: float = 0.2,
     mu2: float = 0.0,
-    lm: LMDamping = LMDamping.ADDITIVE,
+    lm: LMDamping | str = LMDamping.POWELL,
 ) -> DampedPair:
     """Double damping of a BFGS pair (Goldfarb, Ren & Bahamou 2020, Alg. 3).
 
@@ -521,14 +568,22 @@ def double_damping(
        gives ``s~.y = mu1 yHy`` exactly; otherwise ``s~ = s``.  Either way
        ``s~.y >= mu1 y.H.y`` (bounds ``|y|^2 / s~.y <= 1 / (mu1 lambda_min(H))``).
     2. Levenberg-Marquardt damping with ``mu2`` (``sqrt(lambda)`` in K-BFGS):
-       ``ADDITIVE``: ``y~ = y + mu2 s~`` (the pair of ``B + mu2 I``);
-       ``POWELL``: Powell damping with ``B = I``, ``y~ = t y + (1-t) s~`` with
-       ``t = (1 - mu2) s~.s~ / (s~.s~ - s~.y)`` when ``s~.y < mu2 s~.s~`` (authors' code;
-       needs ``mu2 < 1``).  Either way ``s~.y~ >= mu2 |s~|^2`` (curvature condition, and
+
+       * ``POWELL`` (the authors' code, ``get_BFGS_ModifiedDamping``): Powell damping with
+         ``B = I``: if ``s~.y < mu2 s~.s~``, ``t = (1 - mu2) s~.s~ / (s~.s~ - s~.y)`` and
+         ``y~ = t y + (1 - t) s~`` (``s~.y~ = mu2 s~.s~`` exactly); otherwise ``y~ = y``,
+         so a well-conditioned pair passes unchanged.  For ``mu2 <= 1``, ``t`` lies in
+         ``[0, 1)``.  The formula holds for any ``mu2``; only ``s~.y = s~.s~`` with
+         ``mu2 > 1`` makes its denominator vanish, and that case takes the limit
+         ``y~ = y + (mu2 - 1) s~``.
+       * ``ADDITIVE``: ``y~ = y + mu2 s~`` on every pair (the pair of ``B + mu2 I``).
+
+       Either way ``s~.y~ >= mu2 |s~|^2`` (curvature condition, and
        ``|s~|^2 / s~.y~ <= 1/mu2`` bounds the growth of ``H``).
 
-    For ``ADDITIVE`` this yields ``|y~|^2 / s~.y~ <= 2/(mu1 lambda_min(H)) + 2 mu2``, hence for
-    the BFGS update ``lambda_max(B+) <= lambda_max(B) + |y~|^2 / s~.y~`` (``B`` bounded above)
+    The ratio ``|y~|^2 / s~.y~`` is at most ``2/(mu1 lambda_min(H)) + 2/mu2`` for ``POWELL``
+    with ``mu2 <= 1`` and ``2/(mu1 lambda_min(H)) + 2 mu2`` for ``ADDITIVE``; then for the
+    BFGS update ``lambda_max(B+) <= lambda_max(B) + |y~|^2 / s~.y~`` (``B`` bounded above)
     and ``lambda_max(H+) <= lambda_max(H) (1 + sqrt(|y~|^2/(mu2 s~.y~)))^2 + 1/mu2`` (``H``
     bounded above, i.e. ``B`` bounded below).
 
@@ -553,18 +608,19 @@ def double_damping(
     denom = torch.where(powell, yhy - sy, torch.ones_like(yhy))
     theta = torch.where(powell, (1.0 - mu1) * yhy / denom, torch.ones_like(yhy))
     s_t = theta * s + (1.0 - theta) * hy
-    if lm is LMDamping.ADDITIVE or mu2 >= 1.0:
-        if lm is LMDamping.POWELL:
-            logger.debug("LM damping 'powell' needs mu2 < 1 (got %g); using the additive form", mu2)
+    if lm is LMDamping.ADDITIVE:
         y_t = y + mu2 * s_t
         lm_active = torch.as_tensor(mu2 > 0, device=s.device)
     else:
         ss = torch.dot(s_t, s_t)
         sy_t = torch.dot(s_t, y)
         lm_active = sy_t < mu2 * ss
-        den = torch.where(lm_active, ss - sy_t, torch.ones_like(ss))
-        t = torch.where(lm_active, (1.0 - mu2) * ss / den, torch.ones_like(ss))
-        y_t = t * y + (1.0 - t) * s_t
+        den = ss - sy_t
+        mix = lm_active & (den != 0)
+        t = torch.where(mix, (1.0 - mu2) * ss / torch.where(mix, den, torch.ones_like(den)), torch.ones_like(ss))
+        limit = lm_active & ~mix  # s~.y = s~.s~ < mu2 s~.s~ (mu2 > 1 only)
+        shift = torch.where(limit, torch.full_like(ss, mu2 - 1.0), torch.zeros_like(ss))
+        y_t = t * y + (1.0 - t) * s_t + shift * s_t
     return DampedPair(s_t, y_t, theta, powell, lm_active)
 
 
@@ -735,6 +791,8 @@ def iter_layers_with_stats(
 
 
 __all__ = [
+    "AUTHORS_PAIR_EPS",
+    "RELATIVE_PAIR_EPS",
     "SUPPORTED_LAYER_TYPES",
     "CaptureSpec",
     "DampedPair",
@@ -743,11 +801,13 @@ __all__ = [
     "KroneckerOptimizer",
     "LMDamping",
     "LayerStats",
+    "PairTest",
     "damped_inverse",
     "double_damping",
     "ema_",
     "find_layers",
     "iter_layers_with_stats",
+    "pair_accepted",
     "pi_split",
     "sample_targets",
     "summed_loss",

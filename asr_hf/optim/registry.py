@@ -20,7 +20,9 @@ from asr_hf.optim.base import LossKind, OptimizerKind
 Factory = Callable[..., Any]
 
 #: How an optimizer runs data-parallel over torch.distributed:
-#: ``"ddp"``: gradients averaged by DistributedDataParallel (first-order methods);
+#: ``"ddp"``: gradients averaged by DistributedDataParallel (first-order methods and the
+#: gradient-statistics preconditioners of :mod:`asr_hf.optim.peers`, whose state is a
+#: function of the averaged gradients and so stays identical on every rank);
 #: ``"reducer"``: the optimizer takes a ``reducer=`` and does its own collectives (HF
 #: family, approximated-Hessian SGD); ``"none"``: single process only (its curvature
 #: statistics are rank-local, e.g. KFAC, K-BFGS).
@@ -92,6 +94,7 @@ def _load_builtin() -> None:
 
     for module in (
         "asr_hf.optim.first_order", "asr_hf.optim.hf", "asr_hf.optim.kfac", "asr_hf.optim.kbfgs", "asr_hf.optim.ahsgd",
+        "asr_hf.optim.peers",
     ):  # fmt: skip
         try:
             importlib.import_module(module)

@@ -17,6 +17,7 @@ D = torch.float64
 CASES = [
     ("sgd", dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01), torch.optim.SGD),
     ("adam", dict(lr=0.01, betas=[0.8, 0.99], eps=1e-6, weight_decay=0.001), torch.optim.Adam),
+    ("adamw", dict(lr=0.01, betas=[0.8, 0.99], eps=1e-6, weight_decay=0.05), torch.optim.AdamW),
     ("rmsprop", dict(lr=0.01, alpha=0.9, eps=1e-4, momentum=0.5, centered=True), torch.optim.RMSprop),
 ]
 
@@ -43,7 +44,7 @@ def _closure(opt, model, x, t):
 
 def test_registered_as_minibatch():
     names = available_optimizers()
-    for name in ("sgd", "adam", "rmsprop", "kfac", "kbfgs", "kbfgs_l"):
+    for name in ("sgd", "adam", "adamw", "rmsprop", "kfac", "kbfgs", "kbfgs_l", "soap", "shampoo", "psgd"):
         assert name in names
         assert optimizer_kind(name) is OptimizerKind.MINIBATCH
         assert names[name].help

@@ -121,11 +121,28 @@ def test_lbfgs_two_loop_equals_dense_bfgs_for_damped_pairs():
     torch.testing.assert_close(mem.apply(torch.eye(n, dtype=D)), h)
 
 
-def test_three_kbfgs_steps_equal_dense_reference():
+def _authors_lm(s, y, mu2):
+    """The authors' LM step (Powell with B = I), written from their formulas."""
+    ss, sy = float(s @ s), float(s @ y)
+    if sy / ss > mu2:
+        return y
+    t = (1 - mu2) * ss / (ss - sy)
+    return t * y + (1 - t) * s
+
+
+def _authors_accept(s, y, g):
+    return float(s @ y) > 1e-4 * float(s @ s) * float(g.norm())
+
+
+@pytest.mark.parametrize("authors", [True, False], ids=["authors_default", "additive_relative"])
+def test_three_kbfgs_steps_equal_dense_reference(authors):
     lr, lam, mu, wd = 0.2, 0.25, 0.9, 0.01
     root = math.sqrt(lam)
     model = _mlp(1)
-    opt = build_optimizer("kbfgs", model, LossKind.CROSS_ENTROPY, lr=lr, damping=lam, momentum=mu, weight_decay=wd)
+    variant = {} if authors else {"lm_damping": "additive", "pair_test": "relative"}
+    opt = build_optimizer(
+        "kbfgs", model, LossKind.CROSS_ENTROPY, lr=lr, damping=lam, momentum=mu, weight_decay=wd, **variant
+    )
     assert isinstance(opt, KBFGS) and optimizer_kind("kbfgs") is OptimizerKind.MINIBATCH
     ref = _mlp(1)
     g = torch.Generator().manual_seed(2)
@@ -135,6 +152,7 @@ def test_three_kbfgs_steps_equal_dense_reference():
     nl = len(theta)
     A, HA, mom, s_avg, y_avg = [None] * nl, [None] * nl, [None] * nl, [None] * nl, [None] * nl
     HG = [torch.eye(th.shape[0], dtype=D) for th in theta]
+    n_lm = 0
     for k, (x, t) in enumerate(batches):
         first = _dense_pass(ref, x, t)
         d = min(1 - 1 / (k + 1), 0.9)
@@ -161,10 +179,17 @@ def test_three_kbfgs_steps_equal_dense_reference():
             if sy < 0.2 * yhy:  # Powell on H
                 th_p = 0.8 * yhy / (yhy - sy)
                 s = th_p * s + (1 - th_p) * hy
-            y = y + root * s  # Levenberg-Marquardt
+            if authors:
+                y_lm = _authors_lm(s, y, root)
+                n_lm += y_lm is not y
+                y = y_lm
+                assert _authors_accept(s, y, gr.mean(0))  # the test accepts these pairs
+            else:
+                y = y + root * s  # additive Levenberg-Marquardt
             HG[i] = _bfgs_product_form(HG[i], s, y)
             s_a = HA[i] @ abar.mean(0)  # Hessian-action BFGS of H_A
             y_a = (A[i] + root * torch.eye(A[i].shape[0], dtype=D)) @ s_a
+            assert not authors or _authors_accept(s_a, y_a, abar.mean(0))
             HA[i] = _bfgs_product_form(HA[i], s_a, y_a)
 
         calls = []
@@ -175,6 +200,8 @@ def test_three_kbfgs_steps_equal_dense_reference():
             assert stats["loss_new"] == pytest.approx(F.cross_entropy(model(x), t).item())
             assert loss.item() == pytest.approx(stats["loss"])
         assert stats["pairs"] == 3 and stats["pairs_rejected"] == 0
+    if authors:
+        assert 0 < n_lm < 9  # both branches of the authors' LM rule were exercised
     for got, want in zip(_theta(model), theta):
         torch.testing.assert_close(got, want)
     for layer, a, ha, hg in zip(opt.layers, A, HA, HG):
@@ -203,6 +230,20 @@ def test_kbfgs_l_with_enough_memory_follows_kbfgs():
         assert len(o2.memories[l2.name]) == 4
 
 
+@pytest.mark.parametrize("cls", [KBFGS, KBFGSL])
+def test_pair_test_gates_the_factor_update(cls):
+    model = _mlp(3)
+    opt = cls(model, LossKind.CROSS_ENTROPY)
+    layer = opt.layers[0]
+    s = torch.linspace(0.5, 1.5, layer.d_out, dtype=D)
+    y = 2.0 * s
+    before = opt.hg_dense(layer)
+    assert not bool(opt.hg_update(layer, s, y, torch.tensor(False)))
+    torch.testing.assert_close(opt.hg_dense(layer), before)
+    assert bool(opt.hg_update(layer, s, y, torch.tensor(True)))
+    torch.testing.assert_close(opt.hg_dense(layer) @ y, s)  # secant equation of the new H_G
+
+
 def test_exact_activation_inverse_refresh():
     model = _mlp(3)
     opt = KBFGS(model, LossKind.CROSS_ENTROPY, lr=0.1, damping=0.49, a_inverse="exact", a_inv_every=2)
@@ -218,7 +259,10 @@ def test_exact_activation_inverse_refresh():
             assert not torch.allclose(st["HA"], exact)
 
 
-@pytest.mark.parametrize("name,extra", [("kbfgs", {}), ("kbfgs_l", {"memory": 3}), ("kbfgs", {"lm_damping": "powell"})])
+@pytest.mark.parametrize(
+    "name,extra",
+    [("kbfgs", {}), ("kbfgs_l", {"memory": 3}), ("kbfgs", {"lm_damping": "additive", "pair_test": "relative"})],
+)
 def test_state_dict_round_trip_resumes_exactly(name, extra):
     g = torch.Generator().manual_seed(6)
     batches = [(torch.randn(10, 4, generator=g, dtype=D), torch.randint(0, 6, (10,), generator=g)) for _ in range(8)]

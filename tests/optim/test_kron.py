@@ -14,10 +14,12 @@ from asr_hf.optim.kron import (
     CaptureSpec,
     KronCapture,
     LMDamping,
+    PairTest,
     damped_inverse,
     double_damping,
     ema_,
     find_layers,
+    pair_accepted,
     pi_split,
     sample_targets,
     summed_loss,
@@ -191,23 +193,121 @@ def test_double_damping_guarantees(lm):
         assert sty > 0 and sty >= mu2 * sts * (1 - 1e-10)
         if lm is LMDamping.ADDITIVE:
             torch.testing.assert_close(yt, y + mu2 * st)
-            # The promised bounds on one BFGS update (H ~ B^{-1}, both SPD).
-            lmin_h = torch.linalg.eigvalsh(h)[0].item()
-            lmax_h = torch.linalg.eigvalsh(h)[-1].item()
-            ratio = float(yt @ yt) / sty
-            assert ratio <= 2 / (mu1 * lmin_h) + 2 * mu2 + 1e-9
-            b = torch.linalg.inv(h)
-            rho = 1 / sty
-            b_new = b - torch.outer(b @ st, b @ st) / float(st @ b @ st) + rho * torch.outer(yt, yt)
-            v = torch.eye(n, dtype=D) - rho * torch.outer(st, yt)
-            h_new = v @ h @ v.T + rho * torch.outer(st, st)
-            torch.testing.assert_close(h_new @ b_new, torch.eye(n, dtype=D))  # consistent pair
-            ev_b = torch.linalg.eigvalsh(b_new)
-            ev_h = torch.linalg.eigvalsh(h_new)
-            assert ev_b[0] > 0 and ev_h[0] > 0
-            assert ev_b[-1] <= torch.linalg.eigvalsh(b)[-1] + ratio + 1e-8
-            assert ev_h[-1] <= lmax_h * (1 + math.sqrt(ratio / mu2)) ** 2 + 1 / mu2 + 1e-8
+        elif bool(pair.lm):
+            assert sty == pytest.approx(mu2 * sts, rel=1e-9)
+        else:
+            torch.testing.assert_close(yt, y)
+        # The promised bounds on one BFGS update (H ~ B^{-1}, both SPD).
+        lmin_h = torch.linalg.eigvalsh(h)[0].item()
+        lmax_h = torch.linalg.eigvalsh(h)[-1].item()
+        ratio = float(yt @ yt) / sty
+        lm_term = 2 * mu2 if lm is LMDamping.ADDITIVE else 2 / mu2
+        assert ratio <= 2 / (mu1 * lmin_h) + lm_term + 1e-9
+        b = torch.linalg.inv(h)
+        rho = 1 / sty
+        b_new = b - torch.outer(b @ st, b @ st) / float(st @ b @ st) + rho * torch.outer(yt, yt)
+        v = torch.eye(n, dtype=D) - rho * torch.outer(st, yt)
+        h_new = v @ h @ v.T + rho * torch.outer(st, st)
+        torch.testing.assert_close(h_new @ b_new, torch.eye(n, dtype=D))  # consistent pair
+        ev_b = torch.linalg.eigvalsh(b_new)
+        ev_h = torch.linalg.eigvalsh(h_new)
+        assert ev_b[0] > 0 and ev_h[0] > 0
+        assert ev_b[-1] <= torch.linalg.eigvalsh(b)[-1] + ratio + 1e-8
+        assert ev_h[-1] <= lmax_h * (1 + math.sqrt(ratio / mu2)) ** 2 + 1 / mu2 + 1e-8
     assert n_powell > 20  # the test exercised the Powell branch
+
+
+def _authors_double_damping(s, y, hmat, mu1, mu2):
+    """Reference for the authors' double damping (Goldfarb, Ren & Bahamou 2020), float64
+    scalars, written from their formulas: Powell on H when s.y / y.H.y <= mu1, then
+    "modified" (LM) damping when s~.y / s~.s~ <= mu2, which mixes y toward s~."""
+    hy = hmat @ y
+    yhy, sy = float(y @ hy), float(s @ y)
+    if sy / yhy <= mu1:
+        th = (1 - mu1) * yhy / (yhy - sy)
+        s = th * s + (1 - th) * hy
+    ss, sy = float(s @ s), float(s @ y)
+    if sy / ss <= mu2:
+        t = (1 - mu2) * ss / (ss - sy)
+        y = t * y + (1 - t) * s
+    return s, y
+
+
+def test_default_lm_damping_is_the_authors_rule():
+    """Default: a well-conditioned pair keeps its y; a poorly conditioned one gets the
+    authors' mixed y (not y + mu2 s)."""
+    from asr_hf.optim.kbfgs import KBFGS, KBFGSL
+
+    mu1, mu2 = 0.2, math.sqrt(0.3)
+    h = torch.diag(torch.tensor([1.0, 0.5, 2.0, 1.5], dtype=D))
+    s = torch.tensor([1.0, -0.5, 0.25, 2.0], dtype=D)
+    # Well conditioned: y = B s with B = 2 I, s.y / s.s = 2 > mu2, and s.y >= mu1 y.H.y.
+    y_good = 2.0 * s
+    assert float(s @ y_good) >= mu1 * float(y_good @ h @ y_good)
+    pair = double_damping(s, y_good, lambda v: h @ v, mu1, mu2)
+    assert not bool(pair.powell) and not bool(pair.lm)
+    assert torch.equal(pair.s, s) and torch.equal(pair.y, y_good)
+    # Poorly conditioned: tiny curvature along s (Powell leaves s, LM mixes y toward s).
+    y_bad = 0.05 * s + torch.tensor([0.0, 0.0, 0.01, 0.0], dtype=D)
+    sy, yhy = float(s @ y_bad), float(y_bad @ h @ y_bad)
+    assert sy >= mu1 * yhy and sy / float(s @ s) < mu2
+    pair = double_damping(s, y_bad, lambda v: h @ v, mu1, mu2)
+    ref_s, ref_y = _authors_double_damping(s, y_bad, h, mu1, mu2)
+    assert bool(pair.lm) and not bool(pair.powell)
+    torch.testing.assert_close(pair.s, ref_s)
+    torch.testing.assert_close(pair.y, ref_y)
+    assert not torch.allclose(pair.y, y_bad + mu2 * s)
+    assert float(pair.s @ pair.y) == pytest.approx(mu2 * float(s @ s))
+    # Both steps active on random pairs: still the reference.
+    g = torch.Generator().manual_seed(11)
+    for _ in range(20):
+        s = torch.randn(4, generator=g, dtype=D)
+        y = -0.3 * s + 0.2 * torch.randn(4, generator=g, dtype=D)
+        pair = double_damping(s, y, lambda v: h @ v, mu1, mu2)
+        ref_s, ref_y = _authors_double_damping(s, y, h, mu1, mu2)
+        torch.testing.assert_close(pair.s, ref_s)
+        torch.testing.assert_close(pair.y, ref_y)
+    # ... and the optimizers' defaults.
+    model = nn.Sequential(nn.Linear(3, 2)).to(D)
+    for cls in (KBFGS, KBFGSL):
+        opt = cls(model, LossKind.CROSS_ENTROPY)
+        assert opt.lm_damping is LMDamping.POWELL and opt.pair_test is PairTest.AUTHORS
+        opt.capture.remove()
+
+
+@pytest.mark.parametrize("mu2", [1.0, 1.5])
+def test_authors_lm_damping_for_mu2_at_least_one(mu2):
+    """The authors' formula needs no mu2 < 1; s~.y = s~.s~ takes the limit y + (mu2 - 1) s~."""
+    eye = lambda v: v  # noqa: E731
+    s = torch.tensor([1.0, 2.0, -1.0], dtype=D)
+    for y in (0.3 * s + torch.tensor([0.0, 0.1, 0.2], dtype=D), s.clone(), 1.2 * s):
+        pair = double_damping(s, y, eye, 0.2, mu2)
+        ss = float(s @ s)
+        if float(pair.s @ y) < mu2 * float(pair.s @ pair.s):
+            assert float(pair.s @ pair.y) == pytest.approx(mu2 * float(pair.s @ pair.s), rel=1e-12)
+        assert torch.isfinite(pair.y).all() and float(pair.s @ pair.y) >= mu2 * ss * (1 - 1e-12) - 1e-12
+    pair = double_damping(s, s.clone(), eye, 0.2, mu2)
+    if mu2 > 1:
+        torch.testing.assert_close(pair.y, s + (mu2 - 1) * s)
+
+
+def test_pair_tests_follow_their_formulas():
+    g = torch.Generator().manual_seed(12)
+    for _ in range(50):
+        s = torch.randn(5, generator=g, dtype=D)
+        y = torch.randn(5, generator=g, dtype=D) + 0.5 * s
+        grad = torch.randn(7, generator=g, dtype=D) * 10 ** float(torch.empty(1).uniform_(0, 5, generator=g))
+        sy, ss = float(s @ y), float(s @ s)
+        want_authors = sy > 1e-4 * ss * math.sqrt(float(grad @ grad))
+        want_rel = sy > 1e-12 * math.sqrt(ss * float(y @ y))
+        assert bool(pair_accepted(s, y, grad, PairTest.AUTHORS)) is want_authors
+        assert bool(pair_accepted(s, y, grad, "relative")) is want_rel
+    s = torch.ones(3, dtype=D)
+    # A positive-curvature pair that the authors' test rejects because the gradient is huge.
+    assert not bool(pair_accepted(s, 0.5 * s, torch.full((4,), 1e5, dtype=D), "authors"))
+    assert bool(pair_accepted(s, 0.5 * s, torch.full((4,), 1e5, dtype=D), "relative"))
+    assert bool(pair_accepted(s, 0.5 * s, torch.zeros(4, dtype=D), "authors"))
+    assert not bool(pair_accepted(s, torch.full((3,), float("nan"), dtype=D), torch.zeros(4, dtype=D), "authors"))
 
 
 def test_damping_keeps_repeated_bfgs_bounded_on_adversarial_pairs():
