@@ -60,6 +60,18 @@ class NewbobConf:
 
 
 @dataclass
+class ConvergenceConf:
+    """Stopping rule of the HF family (SAMPLED optimizers): stop once the held-out
+    cross-entropy improved by less than ``rel_tol`` (relative) over the last ``window``
+    HF iterations, or at ``trainer.max_iters``.  With a time budget of 0 this makes
+    every HF run end at its own convergence, which is where the speed-up is measured."""
+
+    enabled: bool = True
+    window: int = 5  # HF iterations
+    rel_tol: float = 0.002  # (L[k - window] - L[k]) / L[k - window] < rel_tol: converged
+
+
+@dataclass
 class TrainerConf:
     exp_dir: Optional[str] = None  # default: exp/dnn_<optim.name>
     device: str = "auto"  # auto | cpu | cuda
@@ -70,6 +82,7 @@ class TrainerConf:
     newbob: NewbobConf = field(default_factory=NewbobConf)
     # SAMPLED optimizers (Hessian-free family): one step = one HF iteration
     max_iters: int = 20
+    convergence: ConvergenceConf = field(default_factory=ConvergenceConf)
     # stop when this much training wall time is spent (0 = no limit)
     time_budget_s: float = 0.0
     eval_chunk: int = 8192

@@ -92,6 +92,7 @@ class TrainState:
     best_heldout: float = float("inf")  # held-out loss of the last accepted epoch
     best_heldout_acc: float = 0.0  # and its frame accuracy
     done: bool = False
+    stop_reason: str = ""  # converged | newbob | time_budget | max_iters / max_epochs
     world_size: int = 1  # processes of the run that wrote the state
     history: list[dict[str, Any]] = field(default_factory=list)
 
@@ -481,6 +482,7 @@ class Trainer:
         while not self.state.done and self.state.epoch < limit:
             if t.time_budget_s and self.state.wall_s >= t.time_budget_s:
                 log.info("time budget %.0f s reached", t.time_budget_s)
+                self.state.stop_reason = "time_budget"
                 break
             self._sync()
             start = self.clock()
@@ -499,7 +501,7 @@ class Trainer:
                 ep = self._minibatch_epoch(time_left)
                 if ep["cut"]:
                     log.info("time budget %.0f s reached within epoch %d", t.time_budget_s, self.state.epoch + 1)
-                    self.state.done = True
+                    self.state.done, self.state.stop_reason = True, "time_budget"
                 frames = ep["frames"]
                 row_extra = {"train_loss": ep["train_loss"], "lr_scale": self.state.lr_scale}
                 stats_fn = getattr(self.optimizer, "last_stats", None)
@@ -519,7 +521,11 @@ class Trainer:
             self._log({"index": self.state.epoch, "wall_s": self.state.wall_s, "heldout_loss": loss,
                        "heldout_acc": acc, "frames_per_s": frames / max(elapsed, 1e-9), "epoch_s": elapsed,
                        **row_extra})  # fmt: skip
+            if self.kind == OptimizerKind.SAMPLED and self._converged():
+                self.state.done, self.state.stop_reason = True, "converged"
             self.save_checkpoint()
+        if not self.state.stop_reason and self.state.epoch >= limit:
+            self.state.stop_reason = "max_iters" if self.kind == OptimizerKind.SAMPLED else "max_epochs"
         return self.finish()
 
     def _newbob(self, loss: float, acc: float, snapshot) -> tuple[float, float]:
@@ -550,13 +556,28 @@ class Trainer:
         self.state.best_heldout, self.state.best_heldout_acc = loss, acc
         if self.state.halving and impr < end_thr and self.state.epoch >= nb.min_epochs:
             log.info("newbob: improvement %.4f (%s) < %.4f, stopping", impr, unit, end_thr)
-            self.state.done = True
+            self.state.done, self.state.stop_reason = True, "newbob"
         if impr < start_thr:
             self.state.halving = True
         if self.state.halving:
             self.state.lr_scale *= nb.halving_factor
             self._set_lr_scale(self.state.lr_scale)
         return loss, acc
+
+    def _converged(self) -> bool:
+        """The HF family's stopping rule (``trainer.convergence``): the held-out
+        cross-entropy improved by less than ``rel_tol`` over the last ``window`` iterations."""
+        conv = self.cfg.trainer.convergence
+        rows = self.state.history
+        if not conv.enabled or len(rows) <= conv.window:
+            return False
+        before, now = float(rows[-1 - conv.window]["heldout_loss"]), float(rows[-1]["heldout_loss"])
+        gain = (before - now) / max(abs(before), 1e-12)
+        if gain < conv.rel_tol:
+            log.info("converged: held-out CE %.5f -> %.5f over %d iterations (%.2e relative < %g)",
+                     before, now, conv.window, gain, conv.rel_tol)  # fmt: skip
+            return True
+        return False
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -599,6 +620,7 @@ class Trainer:
             "world_size": self.world_size,
             "num_params": num_parameters(self.model),
             "epochs_or_iters": self.state.epoch,
+            "stop_reason": self.state.stop_reason,
             "frames_seen": self.state.frames_seen,
             "heldout_loss": last["heldout_loss"],
             "heldout_acc": last["heldout_acc"],

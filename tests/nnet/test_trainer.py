@@ -165,3 +165,25 @@ def test_newbob_on_frame_accuracy_rolls_back_halves_and_stops():
     stub.state.best_heldout_acc = 0.43
     newbob(stub, 1.7, 0.4305, ("m", "o"))  # +0.05 points while halving: stop
     assert stub.state.done and stub.state.lr_scale == 0.25
+
+
+def test_hf_convergence_rule_stops_on_a_plateau():
+    from types import SimpleNamespace
+
+    from asr_hf.nnet.config import ConvergenceConf
+    from asr_hf.nnet.trainer import TrainState
+
+    conv = ConvergenceConf(window=3, rel_tol=0.01)
+    state = TrainState()
+    stub = SimpleNamespace(cfg=SimpleNamespace(trainer=SimpleNamespace(convergence=conv)), state=state)
+    converged = lambda: Trainer._converged(stub)  # noqa: E731
+    for loss in (3.0, 2.0, 1.5, 1.4):
+        state.history.append({"heldout_loss": loss})
+    assert not converged()  # 3.0 -> 1.4 over 3 iterations
+    for loss in (1.399, 1.398):
+        state.history.append({"heldout_loss": loss})
+        assert not converged()  # 2.0 -> 1.399 and 1.5 -> 1.398 still gain more than 1%
+    state.history.append({"heldout_loss": 1.397})
+    assert converged()  # 1.4 -> 1.397: 0.2% < 1% over 3 iterations
+    conv.enabled = False
+    assert not converged()
