@@ -70,7 +70,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plot", type=Path, default=None, help="write a bar chart (png/pdf/svg)")
     p.add_argument("--curves", type=Path, default=None,
                    help="write held-out cross-entropy / accuracy vs training time of every DNN (png/pdf/svg)")
-    p.add_argument("--out", type=Path, default=None, help="also write the table to this file")
+    p.add_argument("--out", type=Path, default=None,
+                   help="write the whole report here (RESULTS.md: table with WER intervals, paired differences, "
+                   "HF speed-up, commands)")
+    p.add_argument("--title", default="Results", help="report title")
+    p.add_argument("--paired-against", default=None,
+                   help="system the paired differences are taken against (default: the best GMM of each set)")
     p.set_defaults(func=_compare)
 
 
@@ -174,20 +179,16 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from asr_hf.decode.report import collect_results, compare_table, plot_results, plot_training_curves
-    from asr_hf.utils.errors import DataError
+    from asr_hf.decode.report import collect_results, plot_results, plot_training_curves, results_markdown
     from asr_hf.utils.io import atomic_output
 
-    rows = collect_results(args.exp_root)
-    if not rows:
-        raise DataError(str(args.exp_root), "no decode_*/wer.json found")
-    table = compare_table(rows)
-    print(table, end="")
+    text = results_markdown(args.exp_root, args.title, args.paired_against)
+    print(text, end="")
     if args.out is not None:
         with atomic_output(args.out) as tmp:
-            tmp.write_text(table)
+            tmp.write_text(text)
     if args.plot is not None:
-        plot_results(rows, args.plot)
+        plot_results(collect_results(args.exp_root), args.plot)
     if args.curves is not None:
         plot_training_curves(args.exp_root, args.curves)
     return 0

@@ -107,6 +107,7 @@ def decode_and_score(
         "decode": {**cfg.to_dict(), "acwt": best},
         "graph": str(graph_dir),
         "hybrid_priors": log_priors is not None,
+        "ignore_words": ignore,
         **_timing(hyps.values(), wall),
         **(meta or {}),
     }

@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
@@ -143,6 +144,7 @@ class ResultRow:
     heldout_loss: Optional[float] = None
     heldout_acc: Optional[float] = None
     world_size: Optional[int] = None
+    wer_ci: Optional[tuple[float, float]] = None  # 95% bootstrap interval over utterances
 
 
 def collect_results(exp_root: Pathlike) -> list[ResultRow]:
@@ -174,9 +176,53 @@ def collect_results(exp_root: Pathlike) -> list[ResultRow]:
                 heldout_loss=train.get("heldout_loss"),
                 heldout_acc=train.get("heldout_acc"),
                 world_size=train.get("world_size"),
+                wer_ci=_wer_ci(decode_dir),
             )
         )
     return rows
+
+
+def _wer_ci(decode_dir: Path) -> Optional[tuple[float, float]]:
+    from asr_hf.decode.significance import bootstrap_wer_ci, utterance_errors
+
+    if not (decode_dir / "hyp.txt").is_file() or not (decode_dir / "ref.txt").is_file():
+        return None
+    ue = utterance_errors(decode_dir)
+    return bootstrap_wer_ci(ue) if ue.ids else None
+
+
+def _is_gmm(row: ResultRow) -> bool:
+    return row.optimizer is None
+
+
+def paired_table(rows: Sequence[ResultRow], against: Optional[str] = None) -> str:
+    """Markdown: per set, every system's WER difference to a reference system with its
+    95% paired-bootstrap interval and probability of improvement (Bisani & Ney 2004).
+    The reference is ``against`` or, per set, the GMM system with the lowest WER."""
+    from asr_hf.decode.significance import paired_bootstrap, utterance_errors
+
+    lines = []
+    for dset in _sets_in_order(rows):
+        in_set = [r for r in rows if r.set == dset and r.wer_percent is not None]
+        if against is not None:
+            refs = [r for r in in_set if r.system == against]
+        else:
+            refs = sorted((r for r in in_set if _is_gmm(r)), key=lambda r: r.wer_percent)[:1]
+        if not refs:
+            continue
+        ref = refs[0]
+        ref_ue = utterance_errors(ref.decode_dir)
+        lines += [f"\n**{dset}**: WER difference to `{ref.system}` ({ref.wer_percent:.2f}%), "
+                  "system minus reference, 95% paired-bootstrap interval\n",
+                  "| system | %WER | difference | 95% CI | P(better) | relative |", "|---|---:|---:|---|---:|---:|"]  # fmt: skip
+        for r in sorted(in_set, key=lambda r: r.wer_percent):
+            if r.system == ref.system:
+                continue
+            d = paired_bootstrap(ref_ue, utterance_errors(r.decode_dir))
+            rel = 100.0 * d.diff / d.wer_a if d.wer_a else float("nan")
+            lines.append(f"| {r.system} | {r.wer_percent:.2f} | {d.diff:+.2f} | [{d.ci[0]:+.2f}, {d.ci[1]:+.2f}] "
+                         f"| {d.p_improve:.3f} | {rel:+.1f}% |")  # fmt: skip
+    return "\n".join(lines).lstrip("\n") + "\n" if lines else ""
 
 
 def _sets_in_order(rows: Sequence[ResultRow]) -> list[str]:
@@ -197,9 +243,18 @@ def _fmt_params(n: Optional[int]) -> str:
     return f"{n / 1e6:.2f}M" if n >= 1e5 else str(n)
 
 
+def _fmt_wer(row: Optional[ResultRow]) -> str:
+    if row is None or row.wer_percent is None:
+        return "-"
+    if row.wer_ci is None:
+        return f"{row.wer_percent:.2f}"
+    return f"{row.wer_percent:.2f} [{row.wer_ci[0]:.2f}, {row.wer_ci[1]:.2f}]"
+
+
 def compare_table(rows: Sequence[ResultRow]) -> str:
-    """A markdown table: system, optimizer, %WER per set, held-out frame cross-entropy and
-    accuracy, training time, parameters, device (``xN`` for an N-process run)."""
+    """A markdown table: system, optimizer, %WER per set with its 95% bootstrap interval
+    (``[lo, hi]``, utterances resampled), held-out frame cross-entropy and accuracy,
+    training time, parameters, device (``xN`` for an N-process run)."""
     sets = _sets_in_order(rows)
     systems: dict[str, dict[str, ResultRow]] = {}
     for r in rows:
@@ -211,9 +266,7 @@ def compare_table(rows: Sequence[ResultRow]) -> str:
     for system in sorted(systems):
         by_set = systems[system]
         any_row = next(iter(by_set.values()))
-        wers = [
-            f"{by_set[s].wer_percent:.2f}" if s in by_set and by_set[s].wer_percent is not None else "-" for s in sets
-        ]
+        wers = [_fmt_wer(by_set.get(s)) for s in sets]
         device = any_row.device or "-"
         if any_row.world_size and any_row.world_size > 1:
             device += f" x{any_row.world_size}"
@@ -300,3 +353,56 @@ def plot_results(rows: Sequence[ResultRow], out: Pathlike, title: str = "%WER by
     ax.set_title(title)
     ax.legend()
     return _save_figure(fig, out)
+
+
+def commands_section(exp_root: Pathlike) -> str:
+    """The recipe invocations (``exp/commands.log``) and each DNN's exact training command."""
+    root = Path(exp_root)
+    parts = []
+    if (root / "commands.log").is_file():
+        parts.append((root / "commands.log").read_text().rstrip())
+    for p in sorted(root.glob("*/command.txt")):
+        parts.append(p.read_text().rstrip())
+    if not parts:
+        return ""
+    return ("## Commands\n\nRecipe invocations (exp/commands.log) and each DNN's exact training command:\n\n```\n"
+            + "\n".join(parts) + "\n```\n")  # fmt: skip
+
+
+def hf_speedup_section(exp_root: Pathlike, baseline: str = "hf") -> str:
+    """The papers' headline (``asr-hf speedup``) for every HF variant under ``exp_root``
+    that has a baseline run of the same seed; empty when there is none."""
+    from asr_hf.nnet.speedup import compare_seeds, runs_by_seed, seed_table, speedup_table
+
+    root = Path(exp_root)
+    if not runs_by_seed(root, baseline):
+        return ""
+    names = sorted({
+        m.group(1) for d in root.glob("dnn_hf*") if (d / "train_log.jsonl").is_file()
+        for m in [re.match(r"^dnn_(.+?)(?:_s\d+)?$", d.name)] if m and m.group(1) != baseline
+        and m.group(1).startswith("hf")
+    })  # fmt: skip
+    if not names:
+        return ""
+    results, summaries = compare_seeds(root, baseline, names)
+    return (f"## HF speed-up at baseline `{baseline}`'s converged held-out cross-entropy\n\n"
+            "Speed-up = baseline time to target / candidate time to target (a miss counts as 0x); work ratio = "
+            "baseline / candidate gradient + curvature examples to the target; WER differences with 95% "
+            "paired-bootstrap intervals.\n\n" + seed_table(summaries) + "\nPer seed:\n\n" + speedup_table(results))
+
+
+def results_markdown(exp_root: Pathlike, title: str = "Results", paired_against: Optional[str] = None) -> str:
+    """The whole ``RESULTS.md`` of a recipe: the system table with WER intervals, the
+    paired differences, the HF speed-up section and the commands."""
+    rows = collect_results(exp_root)
+    if not rows:
+        raise DataError(str(exp_root), "no decode_*/wer.json found")
+    out = [f"# {title}\n", "%WER with 95% bootstrap intervals over utterances (Bisani & Ney 2004).\n",
+           compare_table(rows)]  # fmt: skip
+    paired = paired_table(rows, paired_against)
+    if paired:
+        out += ["\n## Paired differences\n", paired]
+    for section in (hf_speedup_section(exp_root), commands_section(exp_root)):
+        if section:
+            out += ["\n" + section]
+    return "\n".join(out)

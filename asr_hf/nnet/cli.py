@@ -21,10 +21,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*")
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("speedup", help="time for a run to reach a baseline's final held-out loss (+ WER diff)")
-    p.add_argument("--baseline", required=True, type=Path, help="exp dir of the baseline run (e.g. exp/dnn_hf)")
-    p.add_argument("--candidates", required=True, nargs="+", type=Path)
-    p.add_argument("--out", type=Path, default=None, help="also write the markdown table here")
+    p = sub.add_parser(
+        "speedup",
+        help="time and work for HF variants to reach baseline HF's converged held-out loss, with WER "
+        "differences (paired-bootstrap CI), per seed and median over seeds",
+    )
+    p.add_argument("exp_root", type=Path, help="exp dir holding dnn_<optimizer>[_s<seed>] runs")
+    p.add_argument("--baseline", default="hf", help="baseline optimizer name (exp/dnn_<name>[_s<seed>])")
+    p.add_argument("--candidates", required=True, nargs="+", help="candidate optimizer names")
+    p.add_argument("--out", type=Path, default=None, help="also write the markdown tables here")
     p.set_defaults(func=_speedup)
 
     p = sub.add_parser("nnet-forward", help="write per-utterance pseudo log-likelihoods to a Kaldi ark")
@@ -66,16 +71,21 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _speedup(args: argparse.Namespace) -> int:
-    from asr_hf.nnet.speedup import compare_runs, speedup_table, to_json
+    from asr_hf.nnet.speedup import compare_seeds, seed_table, speedup_table, to_json
     from asr_hf.utils.io import atomic_output
 
-    results = [compare_runs(args.baseline, c) for c in args.candidates]
-    table = speedup_table(results)
-    print(table, end="")
+    results, summaries = compare_seeds(args.exp_root, args.baseline, args.candidates)
+    text = (
+        f"Target: each seed's converged `{args.baseline}` held-out cross-entropy. Speed-up = baseline time "
+        "to target / candidate time to target (a miss counts as 0x); work ratio = baseline / candidate "
+        "gradient + curvature examples to the target.\n\n"
+        + seed_table(summaries) + "\nPer seed:\n\n" + speedup_table(results)
+    )
+    print(text, end="")
     if args.out:
         with atomic_output(args.out) as tmp:
-            tmp.write_text(table)
-    print(to_json(results))
+            tmp.write_text(text)
+    print(to_json(results, summaries))
     return 0
 
 

@@ -1,24 +1,33 @@
-"""The papers' headline measurement: time-to-target held-out loss between two runs.
+"""The papers' headline measurement, at convergence: time (and work) to a target
+held-out loss, with WER differences and their paired-bootstrap intervals, over seeds.
 
 Sainath et al. (2013) report how much faster HF with L-BFGS preconditioning and
-geometric sampling reaches the held-out cross-entropy that baseline HF ends
-with (1.5x on BN-50, 2.3x on SWB-300), and that WER does not suffer.  Given
-two training exp dirs (their ``train_log.jsonl`` and decode dirs) this
-computes the same figures:
+geometric sampling reaches the held-out cross-entropy that baseline HF converges to
+(1.5x on BN-50, 2.3x on SWB-300), with no loss in WER.  Given converged training runs
+(``train_log.jsonl``, ``train_summary.json`` and decode dirs) this computes, per seed:
 
-* target = the baseline's final held-out cross-entropy;
-* time to target = training wall time at which a run's held-out loss first
-  reaches the target, linearly interpolated between logged iterations;
+* target = the baseline's final (converged) held-out cross-entropy;
+* time to target = training wall time at which a run's held-out loss first reaches
+  the target, linearly interpolated between logged iterations (``None``: never);
+* work to target = gradient and curvature examples processed (forward + backward
+  passes over one frame each; a GGN product costs about one gradient per frame) and
+  CG iterations, up to the first logged iteration at the target;
 * speed-up = baseline time to target / candidate time to target;
-* WER difference per decoded set (candidate - baseline, absolute %).
+* WER difference per decoded set (candidate - baseline, absolute %) with its 95%
+  paired-bootstrap interval over utterances (Bisani & Ney 2004).
+
+Across seeds the table gives the median and the min-max of the speed-up.  Runs that
+did not converge by their stopping rule (``stop_reason`` not ``converged``) are flagged.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+import re
+import statistics
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from asr_hf.utils.errors import DataError
 from asr_hf.utils.io import Pathlike
@@ -49,8 +58,21 @@ def time_to_target(rows: Sequence[dict], target: float) -> Optional[float]:
     return None
 
 
+WORK_KEYS = ("opt_examples_grad", "opt_examples_curv", "opt_cg_iters_total")
+
+
+def work_to_target(rows: Sequence[dict], target: float) -> Optional[dict[str, float]]:
+    """Cumulative work counters at the first logged iteration with ``heldout_loss <= target``."""
+    for r in rows:
+        if float(r["heldout_loss"]) <= target:
+            return {k[len("opt_"):]: float(r.get(k, 0.0)) for k in WORK_KEYS}
+    return None
+
+
 @dataclass
 class Speedup:
+    """One candidate run against one baseline run (the same seed)."""
+
     baseline: str
     candidate: str
     target_heldout_loss: float
@@ -58,56 +80,157 @@ class Speedup:
     candidate_time_s: Optional[float]
     speedup: Optional[float]
     candidate_final_heldout_loss: float
-    wer: dict[str, dict[str, Optional[float]]]
+    wer: dict[str, dict[str, Any]]
+    baseline_work: Optional[dict[str, float]] = None
+    candidate_work: Optional[dict[str, float]] = None
+    baseline_stop: str = ""
+    candidate_stop: str = ""
+    baseline_iters: int = 0
+    candidate_iters: int = 0
+    candidate_total_time_s: float = 0.0
 
 
-def _wers(exp_dir: Path) -> dict[str, float]:
-    out = {}
-    for p in sorted(exp_dir.glob("decode_*/wer.json")):
-        out[p.parent.name[len("decode_"):]] = json.loads(p.read_text()).get("wer_percent")
-    return out
+def _summary(exp_dir: Path) -> dict[str, Any]:
+    p = exp_dir / "train_summary.json"
+    return json.loads(p.read_text()) if p.is_file() else {}
+
+
+def _decode_dirs(exp_dir: Path) -> dict[str, Path]:
+    return {p.parent.name[len("decode_"):]: p.parent for p in sorted(exp_dir.glob("decode_*/wer.json"))}
 
 
 def compare_runs(baseline: Pathlike, candidate: Pathlike) -> Speedup:
     """Speed-up of ``candidate`` over ``baseline`` at the baseline's final held-out loss."""
+    from asr_hf.decode.significance import paired_bootstrap, utterance_errors
+
     b_dir, c_dir = Path(baseline), Path(candidate)
     b_rows, c_rows = read_log(b_dir), read_log(c_dir)
     target = float(b_rows[-1]["heldout_loss"])
     b_time = time_to_target(b_rows, target)
     c_time = time_to_target(c_rows, target)
     assert b_time is not None
-    b_wer, c_wer = _wers(b_dir), _wers(c_dir)
-    wer = {
-        s: {"baseline": b_wer.get(s), "candidate": c_wer.get(s),
-            "diff": (c_wer[s] - b_wer[s]) if s in b_wer and s in c_wer else None}
-        for s in sorted(set(b_wer) | set(c_wer))
-    }  # fmt: skip
+    b_dec, c_dec = _decode_dirs(b_dir), _decode_dirs(c_dir)
+    wer: dict[str, dict[str, Any]] = {}
+    for s in sorted(set(b_dec) | set(c_dec)):
+        b_w = json.loads((b_dec[s] / "wer.json").read_text()).get("wer_percent") if s in b_dec else None
+        c_w = json.loads((c_dec[s] / "wer.json").read_text()).get("wer_percent") if s in c_dec else None
+        entry: dict[str, Any] = {"baseline": b_w, "candidate": c_w, "diff": None, "ci": None, "p_improve": None}
+        if b_w is not None and c_w is not None:
+            entry["diff"] = c_w - b_w
+            if (b_dec[s] / "hyp.txt").is_file() and (c_dec[s] / "hyp.txt").is_file():
+                d = paired_bootstrap(utterance_errors(b_dec[s]), utterance_errors(c_dec[s]))
+                entry.update(diff=d.diff, ci=list(d.ci), p_improve=d.p_improve)
+        wer[s] = entry
+    b_sum, c_sum = _summary(b_dir), _summary(c_dir)
     return Speedup(
         baseline=b_dir.name, candidate=c_dir.name, target_heldout_loss=target, baseline_time_s=b_time,
         candidate_time_s=c_time, speedup=(b_time / c_time) if c_time else None,
         candidate_final_heldout_loss=float(c_rows[-1]["heldout_loss"]), wer=wer,
+        baseline_work=work_to_target(b_rows, target), candidate_work=work_to_target(c_rows, target),
+        baseline_stop=b_sum.get("stop_reason", ""), candidate_stop=c_sum.get("stop_reason", ""),
+        baseline_iters=len(b_rows) - 1, candidate_iters=len(c_rows) - 1,
+        candidate_total_time_s=float(c_rows[-1]["wall_s"]),
     )  # fmt: skip
 
 
+def _work(w: Optional[dict[str, float]]) -> Optional[float]:
+    return None if w is None else w["examples_grad"] + w["examples_curv"]
+
+
 def speedup_table(results: Sequence[Speedup]) -> str:
-    """Markdown table of :func:`compare_runs` results."""
+    """Markdown table of :func:`compare_runs` results, one row per (candidate, seed)."""
     sets = sorted({s for r in results for s in r.wer})
-    head = ["baseline", "candidate", "target held-out CE", "baseline s", "candidate s", "speed-up"]
-    head += [f"{s} WER base / cand (diff)" for s in sets]
+    head = ["baseline", "candidate", "target CE", "baseline s", "candidate s", "speed-up", "work ratio",
+            "cand. final CE", "iters base / cand", "stop base / cand"]  # fmt: skip
+    head += [f"{s} WER base / cand, diff [95% CI]" for s in sets]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
+        bw, cw = _work(r.baseline_work), _work(r.candidate_work)
         cells = [r.baseline, r.candidate, f"{r.target_heldout_loss:.4f}", f"{r.baseline_time_s:.1f}",
                  "not reached" if r.candidate_time_s is None else f"{r.candidate_time_s:.1f}",
-                 "-" if r.speedup is None else f"{r.speedup:.2f}x"]  # fmt: skip
+                 "-" if r.speedup is None else f"{r.speedup:.2f}x",
+                 "-" if not (bw and cw) else f"{bw / cw:.2f}x", f"{r.candidate_final_heldout_loss:.4f}",
+                 f"{r.baseline_iters} / {r.candidate_iters}", f"{r.baseline_stop or '-'} / {r.candidate_stop or '-'}"]  # fmt: skip
         for s in sets:
             w = r.wer.get(s, {})
             if w.get("baseline") is None or w.get("candidate") is None:
                 cells.append("-")
-            else:
-                cells.append(f"{w['baseline']:.2f} / {w['candidate']:.2f} ({w['diff']:+.2f})")
+                continue
+            ci = f" [{w['ci'][0]:+.2f}, {w['ci'][1]:+.2f}]" if w.get("ci") else ""
+            cells.append(f"{w['baseline']:.2f} / {w['candidate']:.2f}, {w['diff']:+.2f}{ci}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def to_json(results: Sequence[Speedup]) -> str:
-    return json.dumps([asdict(r) for r in results])
+_SEED_SUFFIX = re.compile(r"^(?P<name>.+?)(?:_s(?P<seed>\d+))?$")
+
+
+@dataclass
+class SeedSummary:
+    """Median and range over seeds of one candidate's speed-ups."""
+
+    candidate: str
+    seeds: int
+    reached: int
+    median_speedup: Optional[float]
+    min_speedup: Optional[float]
+    max_speedup: Optional[float]
+    median_work_ratio: Optional[float]
+    wer_diff: dict[str, list[float]] = field(default_factory=dict)
+
+
+def runs_by_seed(exp_root: Pathlike, optimizer: str) -> dict[int, Path]:
+    """``exp/dnn_<optimizer>`` (seed 0) and ``exp/dnn_<optimizer>_s<k>`` (seed k)."""
+    out: dict[int, Path] = {}
+    for d in sorted(Path(exp_root).glob(f"dnn_{optimizer}*")):
+        m = _SEED_SUFFIX.match(d.name)
+        if m and m.group("name") == f"dnn_{optimizer}" and (d / "train_log.jsonl").is_file():
+            out[int(m.group("seed") or 0)] = d
+    return out
+
+
+def compare_seeds(exp_root: Pathlike, baseline: str, candidates: Sequence[str]) -> tuple[list[Speedup], list[SeedSummary]]:
+    """Every candidate seed against the baseline run of the same seed."""
+    base = runs_by_seed(exp_root, baseline)
+    if not base:
+        raise DataError(str(exp_root), f"no run exp/dnn_{baseline}[_s<seed>] with a train_log.jsonl")
+    results, summaries = [], []
+    for cand in candidates:
+        runs = runs_by_seed(exp_root, cand)
+        rs = [compare_runs(base[s], runs[s]) for s in sorted(runs) if s in base]
+        if not rs:
+            continue
+        results += rs
+        ups = [r.speedup if r.speedup is not None else 0.0 for r in rs]  # a miss is infinitely slow
+        works = [(_work(r.baseline_work) or 0) / _work(r.candidate_work) for r in rs if _work(r.candidate_work)]
+        diffs: dict[str, list[float]] = {}
+        for r in rs:
+            for s, w in r.wer.items():
+                if w.get("diff") is not None:
+                    diffs.setdefault(s, []).append(w["diff"])
+        summaries.append(SeedSummary(
+            candidate=cand, seeds=len(rs), reached=sum(r.speedup is not None for r in rs),
+            median_speedup=statistics.median(ups), min_speedup=min(ups), max_speedup=max(ups),
+            median_work_ratio=statistics.median(works) if works else None, wer_diff=diffs,
+        ))  # fmt: skip
+    return results, summaries
+
+
+def seed_table(summaries: Sequence[SeedSummary]) -> str:
+    sets = sorted({s for m in summaries for s in m.wer_diff})
+    head = ["candidate", "seeds", "reached target", "speed-up median [min, max]", "work ratio median"]
+    head += [f"{s} WER diff median [min, max]" for s in sets]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m in summaries:
+        cells = [m.candidate, str(m.seeds), f"{m.reached}/{m.seeds}",
+                 f"{m.median_speedup:.2f}x [{m.min_speedup:.2f}, {m.max_speedup:.2f}]",
+                 "-" if m.median_work_ratio is None else f"{m.median_work_ratio:.2f}x"]  # fmt: skip
+        for s in sets:
+            v = m.wer_diff.get(s)
+            cells.append("-" if not v else f"{statistics.median(v):+.2f} [{min(v):+.2f}, {max(v):+.2f}]")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def to_json(results: Sequence[Speedup], summaries: Sequence[SeedSummary] = ()) -> str:
+    return json.dumps({"runs": [asdict(r) for r in results], "summary": [asdict(m) for m in summaries]})

@@ -119,24 +119,9 @@ run_pipeline() {
 
   if want 10; then
     log "Stage 10: report"
-    asr-hf compare exp --out RESULTS.md --plot exp/wer.png --curves exp/heldout_vs_time.png
-    # The papers' headline: speed-up of the accelerated HF variants over baseline HF
-    # at baseline HF's final held-out cross-entropy, with the WER difference.
-    local cands=""
-    for opt in $optimizers; do
-      case $opt in hf) ;; hf*) [ -f "exp/dnn_$opt/train_log.jsonl" ] && cands="$cands exp/dnn_$opt" ;; esac
-    done
-    if [ -f exp/dnn_hf/train_log.jsonl ] && [ -n "$cands" ]; then
-      asr-hf speedup --baseline exp/dnn_hf --candidates $cands --out exp/speedup.md
-      { echo; echo "## HF speed-up at baseline HF's final held-out cross-entropy"; echo; cat exp/speedup.md; } >> RESULTS.md
-    fi
-    {
-      echo; echo "## Commands"; echo
-      echo "Recipe invocations (exp/commands.log) and each DNN's exact training command:"; echo
-      echo '```'; cat exp/commands.log
-      for f in exp/*/command.txt; do [ -f "$f" ] && cat "$f"; done
-      echo '```'
-    } >> RESULTS.md
+    # RESULTS.md comes whole from asr-hf compare: WER table with bootstrap intervals, paired
+    # differences, the papers' HF speed-up (if HF variants ran) and the commands
+    asr-hf compare exp --title "Results: ${data_conf} (${size:-full} corpus)" --out RESULTS.md --plot exp/wer.png --curves exp/heldout_vs_time.png
     log "results in $(pwd)/RESULTS.md"
   fi
 }

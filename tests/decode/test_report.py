@@ -73,7 +73,7 @@ def test_compare_table_and_plot(exp_tree, tmp_path):
     assert lines[0] == (
         "| system | optimizer | dev %WER | test %WER | held-out CE | held-out acc % | train time | params | device |"
     )
-    assert lines[2] == "| mono | em | 0.00 | 0.00 | 1.235 | 65.4 | 1:02:05 | 12345 | cpu x2 |"
+    assert lines[2] == "| mono | em | 0.00 [0.00, 0.00] | 0.00 [0.00, 0.00] | 1.235 | 65.4 | 1:02:05 | 12345 | cpu x2 |"
     png = plot_results(rows, tmp_path / "wer.png")
     assert png.stat().st_size > 1000
     assert lines[1].count("|") == lines[0].count("|")
@@ -114,6 +114,6 @@ def test_cli_decode_matrices_score_compare(exp_tree, toy_graph, tmp_path, capsys
 
     assert main(["compare", str(exp), "--plot", str(tmp_path / "c.png")]) == 0
     table = capsys.readouterr().out
-    assert "| other | - | 0.00 | - |" in table and (tmp_path / "c.png").is_file()
+    assert "| other | - | 0.00 [0.00, 0.00] | - |" in table and (tmp_path / "c.png").is_file()
     # bad input is one line, exit 2
     assert main(["score", str(tmp_path / "nope"), str(tmp_path / "hyp")]) == 2

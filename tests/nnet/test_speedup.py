@@ -2,14 +2,16 @@ import json
 
 import pytest
 
-from asr_hf.nnet.speedup import compare_runs, speedup_table, time_to_target
+from asr_hf.nnet.speedup import compare_runs, compare_seeds, seed_table, speedup_table, time_to_target
 
 
-def _run(tmp_path, name, points, wers=None):
+def _run(tmp_path, name, points, wers=None, stop="converged"):
     d = tmp_path / name
     d.mkdir()
-    (d / "train_log.jsonl").write_text("".join(json.dumps({"wall_s": t, "heldout_loss": l}) + "\n"
-                                               for t, l in points))
+    rows = [{"wall_s": t, "heldout_loss": l, "opt_examples_grad": 100.0 * i, "opt_examples_curv": 10.0 * i,
+             "opt_cg_iters_total": 5.0 * i} for i, (t, l) in enumerate(points)]  # fmt: skip
+    (d / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (d / "train_summary.json").write_text(json.dumps({"stop_reason": stop}))
     for s, w in (wers or {}).items():
         (d / f"decode_{s}").mkdir()
         (d / f"decode_{s}" / "wer.json").write_text(json.dumps({"wer_percent": w}))
@@ -32,5 +34,23 @@ def test_speedup_of_faster_run(tmp_path):
     assert r.candidate_time_s == pytest.approx(20 + 20 * (0.3 / 0.6))
     assert r.speedup == pytest.approx(100 / 30)
     assert r.wer["dev"]["diff"] == pytest.approx(-0.5) and r.wer["test"]["diff"] == pytest.approx(0.5)
+    # work to the target: the baseline at its iteration 2 (220 examples), the candidate at 2 (220)
+    assert r.baseline_work["examples_grad"] == 200 and r.candidate_work["examples_curv"] == 20
+    assert r.baseline_stop == r.candidate_stop == "converged"
     table = speedup_table([r])
-    assert "3.33x" in table and "20.00 / 19.50 (-0.50)" in table
+    assert "3.33x" in table and "20.00 / 19.50, -0.50" in table
+
+
+def test_seeds_pair_with_the_baseline_of_the_same_seed_and_misses_count(tmp_path):
+    _run(tmp_path, "dnn_hf", [(0, 3.0), (100, 1.5)])
+    _run(tmp_path, "dnn_hf_s1", [(0, 3.0), (80, 1.6)])
+    _run(tmp_path, "dnn_hf_lbfgs", [(0, 3.0), (50, 1.5)])  # 2x on seed 0
+    _run(tmp_path, "dnn_hf_lbfgs_s1", [(0, 3.0), (40, 1.7)], stop="max_iters")  # misses seed 1's 1.6
+    _run(tmp_path, "dnn_hf_lbfgs_sampled", [(0, 3.0), (25, 1.4)])
+    results, summaries = compare_seeds(tmp_path, "hf", ["hf_lbfgs", "hf_lbfgs_sampled"])
+    assert [(r.baseline, r.candidate) for r in results] == [
+        ("dnn_hf", "dnn_hf_lbfgs"), ("dnn_hf_s1", "dnn_hf_lbfgs_s1"), ("dnn_hf", "dnn_hf_lbfgs_sampled")]
+    lb = summaries[0]
+    assert lb.seeds == 2 and lb.reached == 1 and lb.min_speedup == 0.0 and lb.max_speedup == pytest.approx(2.0)
+    assert lb.median_speedup == pytest.approx(1.0)  # median of {0 (miss), 2}
+    assert "1/2" in seed_table(summaries)
