@@ -95,14 +95,16 @@ def attach_pdf_alignments(
             cut = cut.with_custom("pdf_ali", arr) if hasattr(cut, "with_custom") else _set_custom(cut, arr)
             counts += np.bincount(ali, minlength=num_pdfs)
             kept.append(cut)
-        # Point the arrays at the final directory name.
+        # Point the arrays at the final directory name.  The array starts where the cut
+        # starts in its recording: lhotse slices a temporal array at (cut.start - array.start),
+        # so a segment of a long recording (LDC corpora) must not be stored as starting at 0.
         fixed = []
         for cut in kept:
             a = cut.custom["pdf_ali"]
             arr = TemporalArray(
                 array=Array(storage_type=a.array.storage_type, storage_path=str(storage),
                             storage_key=a.array.storage_key, shape=a.array.shape),
-                temporal_dim=a.temporal_dim, frame_shift=a.frame_shift, start=a.start,
+                temporal_dim=a.temporal_dim, frame_shift=a.frame_shift, start=cut.start,
             )  # fmt: skip
             cut.custom["pdf_ali"] = arr
             fixed.append(cut)

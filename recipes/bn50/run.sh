@@ -20,6 +20,7 @@ tri_leaves=2200
 tri_totgauss=50000
 gmm_systems="mono tri1"
 optimizers="sgd hf hf_lbfgs_sampled"
+seeds="0"            # DNN training seeds (init, held-out split, HF samples); exp/dnn_<opt>[_s<seed>]
 model=dnn_bn50
 trainer=default
 train_overrides=""

@@ -18,6 +18,10 @@ log() {
 
 want() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
 
+# exp dir name of a DNN run: dnn_<optimizer> for seed 0, dnn_<optimizer>_s<seed> otherwise
+# (asr-hf speedup pairs each candidate seed with the baseline run of the same seed)
+dnn_name() { if [ "$2" = 0 ]; then echo "dnn_$1"; else echo "dnn_$1_s$2"; fi; }
+
 # DNN training in one process, or data-parallel under torchrun with the same Hydra
 # config: --nproc N processes per node (GPUs, or CPU gloo workers); --nnodes M with
 # --rdzv-endpoint HOST:PORT for multi-node jobs (run the recipe's stage 8 on every
@@ -35,6 +39,9 @@ train_am() {
       --rdzv-endpoint "$rdzv_endpoint" --rdzv-id "asr_hf_${PWD##*/}_${rdzv_id:-0}" --no-python asr-hf train-am "$@"
   fi
 }
+
+# the alignments stage 5 writes and stage 8 trains on: one variable, so the two cannot drift
+ali_dir=exp/tri1/ali
 
 run_pipeline() {
   local jobs_opt=""
@@ -72,7 +79,7 @@ run_pipeline() {
 
   if want 5; then
     log "Stage 5: frame alignments (DNN targets) with tri1"
-    asr-hf align data/mfcc/cuts_train.jsonl.gz data/lang exp/tri1 --out exp/tri1/ali $jobs_opt
+    asr-hf align data/mfcc/cuts_train.jsonl.gz data/lang exp/tri1 --out "$ali_dir" $jobs_opt
   fi
 
   if want 6; then
@@ -94,26 +101,34 @@ run_pipeline() {
 
   if want 8; then
     for opt in $optimizers; do
-      log "Stage 8: DNN training with optimizer=$opt"
-      [ -f "exp/dnn_$opt/train_summary.json" ] || train_am --root . \
-        data="$data_conf" model="$model" trainer="$trainer" optim="$opt" \
-        trainer.exp_dir="exp/dnn_$opt" $train_overrides
+      for seed in $seeds; do
+        local name; name=$(dnn_name "$opt" "$seed")
+        local seed_opt=""  # the HF family draws its gradient/curvature samples with its own seed
+        case $opt in hf*) seed_opt="++optim.options.seed=$seed" ;; esac
+        log "Stage 8: DNN training with optimizer=$opt seed=$seed -> exp/$name"
+        [ -f "exp/$name/train_summary.json" ] || train_am --root . \
+          data="$data_conf" model="$model" trainer="$trainer" optim="$opt" \
+          data.ali_dir="$ali_dir" trainer.exp_dir="exp/$name" trainer.seed="$seed" $seed_opt $train_overrides
+      done
     done
   fi
 
   if want 9; then
     for opt in $optimizers; do
-      log "Stage 9: DNN decoding (optimizer=$opt) with the tri1 graph"
-      for set in dev test; do
-        [ -f "exp/dnn_$opt/loglikes_$set.ark" ] || asr-hf nnet-forward --model "exp/dnn_$opt/final.pt" \
-          --cuts "data/fbank/cuts_$set.jsonl.gz" --ark "exp/dnn_$opt/loglikes_$set.ark"
+      for seed in $seeds; do
+        local name; name=$(dnn_name "$opt" "$seed")
+        log "Stage 9: DNN decoding (exp/$name) with the tri1 graph"
+        for set in dev test; do
+          [ -f "exp/$name/loglikes_$set.ark" ] || asr-hf nnet-forward --model "exp/$name/final.pt" \
+            --cuts "data/fbank/cuts_$set.jsonl.gz" --ark "exp/$name/loglikes_$set.ark"
+        done
+        [ -f "exp/$name/decode_dev/.done" ] || asr-hf decode-matrices exp/tri1/graph \
+          "exp/$name/loglikes_dev.ark" "exp/$name/decode_dev" \
+          --cuts data/fbank/cuts_dev.jsonl.gz --sweep "$acwt_sweep_dnn" $decode_opts $jobs_opt
+        [ -f "exp/$name/decode_test/.done" ] || asr-hf decode-matrices exp/tri1/graph \
+          "exp/$name/loglikes_test.ark" "exp/$name/decode_test" \
+          --cuts data/fbank/cuts_test.jsonl.gz --acwt-from "exp/$name/decode_dev" $decode_opts $jobs_opt
       done
-      [ -f "exp/dnn_$opt/decode_dev/.done" ] || asr-hf decode-matrices exp/tri1/graph \
-        "exp/dnn_$opt/loglikes_dev.ark" "exp/dnn_$opt/decode_dev" \
-        --cuts data/fbank/cuts_dev.jsonl.gz --sweep "$acwt_sweep_dnn" $decode_opts $jobs_opt
-      [ -f "exp/dnn_$opt/decode_test/.done" ] || asr-hf decode-matrices exp/tri1/graph \
-        "exp/dnn_$opt/loglikes_test.ark" "exp/dnn_$opt/decode_test" \
-        --cuts data/fbank/cuts_test.jsonl.gz --acwt-from "exp/dnn_$opt/decode_dev" $decode_opts $jobs_opt
     done
   fi
 

@@ -17,6 +17,7 @@ tri_leaves=400
 tri_totgauss=2500
 gmm_systems="mono tri1"
 optimizers="sgd hf hf_lbfgs_sampled"
+seeds="0"            # DNN training seeds (init, held-out split, HF samples); exp/dnn_<opt>[_s<seed>]
 model=dnn_small       # conf/model/: dnn_small (CPU), dnn_bn50 / dnn_swb300 (papers, GPU)
 trainer=cpu_demo      # conf/trainer/
 train_overrides=""    # extra Hydra overrides for every DNN, e.g. "trainer.max_iters=30"

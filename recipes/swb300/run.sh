@@ -22,6 +22,7 @@ tri_leaves=9300
 tri_totgauss=150000
 gmm_systems="mono tri1"
 optimizers="sgd hf hf_lbfgs_sampled"
+seeds="0"            # DNN training seeds (init, held-out split, HF samples); exp/dnn_<opt>[_s<seed>]
 model=dnn_swb300
 trainer=default
 train_overrides=""
