@@ -61,13 +61,14 @@ class NewbobConf:
 
 @dataclass
 class ConvergenceConf:
-    """Stopping rule of the HF family (SAMPLED optimizers): stop once the held-out
-    cross-entropy improved by less than ``rel_tol`` (relative) over the last ``window``
-    HF iterations, or at ``trainer.max_iters``.  With a time budget of 0 this makes
-    every HF run end at its own convergence, which is where the speed-up is measured."""
+    """Stopping rule of every optimizer that is not on newbob (the HF family, Adam, KFAC,
+    K-BFGS, the peers): stop once the held-out cross-entropy improved by less than
+    ``rel_tol`` (relative) over the last ``window`` HF iterations / epochs, or at
+    ``trainer.max_iters`` / ``max_epochs``.  With a time budget of 0 every run ends at its
+    own convergence, which is where optimizers are compared."""
 
     enabled: bool = True
-    window: int = 5  # HF iterations
+    window: int = 5  # HF iterations or epochs
     rel_tol: float = 0.002  # (L[k - window] - L[k]) / L[k - window] < rel_tol: converged
 
 

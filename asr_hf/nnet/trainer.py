@@ -521,7 +521,7 @@ class Trainer:
             self._log({"index": self.state.epoch, "wall_s": self.state.wall_s, "heldout_loss": loss,
                        "heldout_acc": acc, "frames_per_s": frames / max(elapsed, 1e-9), "epoch_s": elapsed,
                        **row_extra})  # fmt: skip
-            if self.kind == OptimizerKind.SAMPLED and self._converged():
+            if not use_newbob and not self.state.done and self._converged():
                 self.state.done, self.state.stop_reason = True, "converged"
             self.save_checkpoint()
         if not self.state.stop_reason and self.state.epoch >= limit:
@@ -565,8 +565,9 @@ class Trainer:
         return loss, acc
 
     def _converged(self) -> bool:
-        """The HF family's stopping rule (``trainer.convergence``): the held-out
-        cross-entropy improved by less than ``rel_tol`` over the last ``window`` iterations."""
+        """The stopping rule of every optimizer not on newbob (``trainer.convergence``): the
+        held-out cross-entropy improved by less than ``rel_tol`` over the last ``window``
+        HF iterations or epochs."""
         conv = self.cfg.trainer.convergence
         rows = self.state.history
         if not conv.enabled or len(rows) <= conv.window:
