@@ -8,7 +8,10 @@ repeated, as Kaldi's splicing does), and a whole minibatch is gathered with
 one indexing operation: no per-frame Python loops.
 
 The tensors live on the training device when they fit (``device``), else on
-the CPU and minibatches are moved as they are drawn.
+the CPU and minibatches are moved as they are drawn.  On the device the whole data
+path runs there: the index list of a pass (an epoch's permutation, an HF sample) is
+copied to the device once, and each chunk is sliced, spliced and gathered on the
+device, with no per-batch host-device copy.
 """
 
 from __future__ import annotations
@@ -154,10 +157,18 @@ class FrameSet:
         x = self.feats[pos].reshape(idx.shape[0], -1)
         return x.to(self.device, non_blocking=True)
 
+    @property
+    def storage_device(self) -> torch.device:
+        """Where the frames are stored (``device``, or the CPU when they are streamed)."""
+        return self.feats.device
+
     def batches(self, indices: torch.Tensor, chunk_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """``(inputs, targets)`` chunks covering ``indices`` in order (the ExampleSource contract)."""
+        """``(inputs, targets)`` chunks covering ``indices`` in order (the ExampleSource contract).
+
+        ``indices`` move to the storage device once per call, not once per chunk."""
+        indices = indices.to(self.feats.device)
         for s in range(0, indices.numel(), chunk_size):
-            idx = indices[s : s + chunk_size].to(self.feats.device)
+            idx = indices[s : s + chunk_size]
             yield self.splice(idx), self.targets[idx].to(self.device, non_blocking=True)
 
     def minibatches(self, batch_size: int, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

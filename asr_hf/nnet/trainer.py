@@ -419,7 +419,8 @@ class Trainer:
         """One shuffled pass; stops early (``cut`` in the result) once ``time_left`` seconds
         of training time are spent, so a time budget binds even when epochs are long."""
         t = self.cfg.trainer
-        total, n_frames, n_batches = 0.0, 0, 0
+        n_frames, n_batches = 0, 0
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)  # summed on the device: no per-batch sync
         start = self.clock()
         cut = False
         if self.world_size == 1:
@@ -443,12 +444,13 @@ class Trainer:
         for x, y in tqdm(batches, total=n_total, desc=f"epoch {self.state.epoch + 1}", leave=False,
                          disable=not (self.is_main and sys.stderr.isatty())):
             loss = self.optimizer.step(self._closure_for(x, y))
-            total += float(loss.detach()) * y.numel()
+            loss_sum += loss.detach().double() * y.numel()
             n_frames += y.numel()
             n_batches += 1
             if math.isfinite(time_left) and n_batches % 8 == 0 and self._out_of_time(start, time_left):
                 cut = True
                 break
+        total = float(loss_sum)
         if self.world_size > 1:
             total, n_frames = self.reducer.all_reduce_(torch.tensor([total, n_frames], dtype=torch.float64)).tolist()
         return {"train_loss": total / max(n_frames, 1), "frames": int(n_frames), "cut": cut}

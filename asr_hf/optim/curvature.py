@@ -22,10 +22,12 @@ term ``0.5 l2 |theta|^2`` in the objective and ``damping`` the Levenberg-Marquar
 
 * ``sequential``: hand-written R-operator for ``nn.Sequential`` stacks of ``Linear``
   and element-wise activations (Sigmoid, Tanh, ReLU, Identity).  The forward pass
-  (layer inputs ``a_l``, activation derivatives ``s'_l``, output Hessian factors) is
-  cached per chunk, so each product in a CG run costs only the R-forward
-  ``R z_l = W_l R a_{l-1} + V_l a_{l-1} + v_{b,l}``, ``R a_l = s'_l * R z_l`` and one
-  backward pass; also block-diagonal products of all blocks in one batched pass;
+  (activations ``a_l``, output Hessian factors) is cached per chunk, so each product
+  in a CG run costs only the R-forward ``R z_l = W_l R a_{l-1} + V_l a_{l-1} + v_{b,l}``,
+  ``R a_l = s'_l * R z_l`` and one backward pass; the derivatives ``s'_l`` are not
+  stored but recomputed from the activation in the same element-wise kernel
+  (``a (1 - a)`` sigmoid, ``1 - a^2`` tanh, ``[a > 0]`` ReLU); also block-diagonal
+  products of all blocks in one batched pass;
 * ``func``: ``torch.func.jvp`` + ``torch.func.vjp`` over ``functional_call`` (any model);
 * ``double_backward``: the double-backward R-operator trick ``J v = d/du [(J^T u) . v]``
   through autograd (any model; the usual reference).
@@ -37,6 +39,7 @@ Vectors are flat (``(P,)``) or tuples of per-parameter tensors (returned in kind
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional, Sequence
@@ -144,6 +147,84 @@ class SourceChunks:
         return iter(self.source.batches(self.indices, self.chunk_size))
 
 
+# ----------------------------------------------------------------------------- device settings
+
+CPU_CHUNK_SIZE = 4096
+"""Examples per chunk off CUDA (and the floor on CUDA)."""
+
+MAX_CHUNK_SIZE = 65536
+"""Largest automatic chunk: beyond it a chunk's matrix products are long past saturating
+a GPU and the only effect would be a larger working set."""
+
+
+def auto_chunk_size(
+    model: nn.Module,
+    device: torch.device | str,
+    *,
+    free_bytes: Optional[int] = None,
+    memory_fraction: float = 0.25,
+) -> int:
+    """Examples per forward/backward chunk for gradients, products and losses.
+
+    Off CUDA: :data:`CPU_CHUNK_SIZE`.  On CUDA: the largest power of two in
+    ``[CPU_CHUNK_SIZE, MAX_CHUNK_SIZE]`` whose working set fits in ``memory_fraction`` of
+    the free device memory (``torch.cuda.mem_get_info`` unless ``free_bytes`` is given).
+    The working set of one example is estimated as ``4 * sum_l (d_in,l + d_out,l)``
+    elements over the model's weight matrices: the chunk's forward cache (every layer's
+    input and the output Hessian factor) plus the R-forward / backward temporaries and
+    the derivative a product computes per layer.  (The curvature sample's forward cache,
+    kept across CG products, is separate: ``N_curv / chunk`` chunk caches.)
+
+    Args:
+        model: the network (its 2-D parameters' shapes and dtype are read).
+        device: where the products run.
+        free_bytes: free device memory (tests; default: queried).
+        memory_fraction: share of the free memory one chunk may use.
+    """
+    device = torch.device(device)
+    if device.type != "cuda":
+        return CPU_CHUNK_SIZE
+    params = [p for p in model.parameters() if p.requires_grad]
+    width = sum(int(p.shape[0]) + int(p.shape[1]) for p in params if p.dim() == 2)
+    if width == 0:
+        return CPU_CHUNK_SIZE
+    if free_bytes is None:
+        free_bytes, _ = torch.cuda.mem_get_info(device)
+    per_example = 4 * width * params[0].element_size()
+    fit = int(memory_fraction * free_bytes) // per_example
+    chunk = CPU_CHUNK_SIZE
+    while chunk * 2 <= min(fit, MAX_CHUNK_SIZE):
+        chunk *= 2
+    logger.info("chunk size %d (%.1f GB free on %s, ~%d bytes per example)", chunk, free_bytes / 1e9, device, per_example)
+    return chunk
+
+
+@contextlib.contextmanager
+def tf32_matmuls(enabled: bool, device: torch.device | str) -> Iterator[None]:
+    """Inside the block, CUDA float32 matrix products run in TF32 (``enabled``: tensor
+    cores, operands rounded to a 10-bit mantissa, float32 accumulation) or in full IEEE
+    float32 (not ``enabled``); the previous setting is restored afterwards.  A no-op off
+    CUDA.  Element-wise ops, reductions and level-1 BLAS (``torch.dot``: CG's inner
+    products) are never TF32.
+    """
+    if torch.device(device).type != "cuda":
+        yield
+        return
+    matmul = torch.backends.cuda.matmul
+    try:
+        old = matmul.fp32_precision
+        matmul.fp32_precision = "tf32" if enabled else "ieee"
+        restore = lambda: setattr(matmul, "fp32_precision", old)  # noqa: E731
+    except (AttributeError, RuntimeError):  # older torch, or the legacy API in use
+        old_flag = matmul.allow_tf32
+        matmul.allow_tf32 = bool(enabled)
+        restore = lambda: setattr(matmul, "allow_tf32", old_flag)  # noqa: E731
+    try:
+        yield
+    finally:
+        restore()
+
+
 # ----------------------------------------------------------------------------- losses
 
 
@@ -206,6 +287,25 @@ def apply_output_hessian(kind: LossKind, factor: Optional[Tensor], u: Tensor) ->
 _ACTIVATIONS = {nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.ReLU: "relu"}
 
 
+def _apply_act(act: str, a: Tensor) -> Tensor:
+    if act == "sigmoid":
+        return torch.sigmoid(a)
+    if act == "tanh":
+        return torch.tanh(a)
+    return torch.relu(a)
+
+
+def _act_backward(act: str, r: Tensor, a: Tensor) -> Tensor:
+    """``r * s'(z)`` from the activation's *output* ``a = s(z)``, one fused kernel:
+    sigmoid ``r a (1 - a)``, tanh ``r (1 - a^2)``, ReLU ``r [a > 0]`` (``a > 0`` iff
+    ``z > 0``).  ``r`` ``(..., N, d)`` broadcasts against ``a`` ``(N, d)``."""
+    if act == "sigmoid":
+        return torch.ops.aten.sigmoid_backward(r, a)
+    if act == "tanh":
+        return torch.ops.aten.tanh_backward(r, a)
+    return torch.ops.aten.threshold_backward(r, a, 0)
+
+
 @dataclass
 class _Op:
     linear: Optional[nn.Linear]  # a Linear layer, or None for an activation
@@ -219,8 +319,11 @@ class SequentialNet:
     forward, R-forward (``J v``) and backward (``J^T u``) passes.
 
     The forward cache of a chunk is a list with, per op, the layer input ``a_{l-1}``
-    (``(N, d_in)``) for a Linear and the derivative ``s'(z_l)`` (``(N, d)``) for an
-    activation.
+    (``(N, d_in)``) for a Linear and the activation's output ``a_l = s(z_l)``
+    (``(N, d)``) for an activation.  The two are the same tensor when an activation
+    feeds a Linear, so the cache holds each activation once (plus the network input);
+    the derivative ``s'(z_l)`` is recomputed from ``a_l`` where it is applied
+    (:func:`_act_backward`), which costs no extra pass over memory.
     """
 
     def __init__(self, ops: list[_Op]) -> None:
@@ -275,15 +378,9 @@ class SequentialNet:
                 if op.linear is not None:
                     cache.append(a)
                     a = F.linear(a, op.linear.weight, op.linear.bias)
-                elif op.act == "sigmoid":
-                    a = torch.sigmoid(a)
-                    cache.append(a * (1.0 - a))
-                elif op.act == "tanh":
-                    a = torch.tanh(a)
-                    cache.append(1.0 - a * a)
-                else:  # relu
-                    a = torch.relu(a)
-                    cache.append((a > 0).to(a.dtype))
+                else:
+                    a = _apply_act(op.act, a)
+                    cache.append(a)  # the next Linear's input: the same tensor, stored once
         return a, cache
 
     def rop(self, cache: list[Tensor], tangents: Sequence[Tensor]) -> Tensor:
@@ -293,7 +390,7 @@ class SequentialNet:
             for op, c in zip(self.ops, cache):
                 if op.linear is None:
                     if r is not None:
-                        r = r * c
+                        r = _act_backward(op.act, r, c)
                     continue
                 vw = tangents[op.w]
                 if vw.dim() == 2:
@@ -319,7 +416,7 @@ class SequentialNet:
             for pos in range(len(self.ops) - 1, first - 1, -1):
                 op, c = self.ops[pos], cache[pos]
                 if op.linear is None:
-                    delta = delta * c
+                    delta = _act_backward(op.act, delta, c)
                     continue
                 grads[op.w] = torch.matmul(delta.transpose(-1, -2), c)
                 if op.b >= 0:
@@ -370,7 +467,7 @@ class SequentialNet:
             for op, c in zip(self.ops, cache):
                 if op.linear is None:
                     if r is not None:
-                        r = r * c
+                        r = _act_backward(op.act, r, c)
                     continue
                 li += 1
                 k = entered_upto[li]
@@ -387,7 +484,7 @@ class SequentialNet:
             assert r is not None
             delta = apply_output_hessian(kind, factor, r)
             for apos in range(len(self.ops) - 1, self.linear_pos[-1], -1):  # trailing activations
-                delta = delta * cache[apos]
+                delta = _act_backward(self.ops[apos].act, delta, cache[apos])
             for li in range(len(self.linear_pos) - 1, -1, -1):
                 pos = self.linear_pos[li]
                 # activations between this linear and the next one up were applied already
@@ -400,7 +497,7 @@ class SequentialNet:
                     break
                 delta = torch.matmul(delta[:k_below], op.linear.weight)
                 for apos in range(pos - 1, self.linear_pos[li - 1], -1):
-                    delta = delta * cache[apos]
+                    delta = _act_backward(self.ops[apos].act, delta, cache[apos])
         return [t if t is not None else torch.zeros_like(v) for t, v in zip(out, tangents)]
 
 
@@ -443,21 +540,48 @@ class _Backend:
 
 
 class _SequentialGGN(_Backend):
-    def __init__(self, model: nn.Module, layout: ParamLayout, kind: LossKind, net: SequentialNet) -> None:
+    """The hand-written R-operator; with ``compile`` the single-vector product
+    (R-forward, ``H``, backward) goes through ``torch.compile`` (element-wise ops fused
+    with their neighbours), falling back to eager for good at the first failure."""
+
+    def __init__(
+        self, model: nn.Module, layout: ParamLayout, kind: LossKind, net: SequentialNet, compile: bool = False
+    ) -> None:
         super().__init__(model, layout, kind)
         self.net = net
+        self._compiled: Optional[Any] = None
+        if compile:
+            try:
+                self._compiled = torch.compile(self._product, dynamic=True)
+            except Exception as exc:  # no compiler back end on this machine, say
+                logger.warning("torch.compile unavailable for GGN products (%s); running eager", exc)
+
+    @property
+    def compiled(self) -> bool:
+        """Whether products go through ``torch.compile`` (False after a fallback)."""
+        return self._compiled is not None
 
     def prepare(self, x: Tensor, t: Tensor) -> Any:
         z, cache = self.net.forward(x)
         return cache, output_hessian_factor(z, self.kind)
 
-    def product(self, state: Any, v: Sequence[Tensor]) -> Sequence[Tensor]:
+    def _product(self, state: Any, v: Sequence[Tensor]) -> list[Optional[Tensor]]:
         cache, factor = state
         u = apply_output_hessian(self.kind, factor, self.net.rop(cache, v))
         grads, _ = self.net.backward(cache, u, len(v))
-        return grads  # type: ignore[return-value]
+        return grads
 
-    matmat = product  # the passes broadcast over a leading tangent dimension
+    def product(self, state: Any, v: Sequence[Tensor]) -> Sequence[Tensor]:
+        if self._compiled is not None:
+            try:
+                return self._compiled(state, list(v))  # type: ignore[no-any-return]
+            except Exception as exc:
+                logger.warning("compiled GGN product failed (%s: %s); running eager", type(exc).__name__, exc)
+                self._compiled = None
+        return self._product(state, v)  # type: ignore[return-value]
+
+    def matmat(self, state: Any, v: Sequence[Tensor]) -> Sequence[Tensor]:
+        return self._product(state, v)  # type: ignore[return-value]  # the passes broadcast over a leading dim
 
     def block_product(
         self, state: Any, v: Sequence[Tensor], block_of_param: Sequence[int], num_blocks: int
@@ -695,6 +819,23 @@ class CurvatureOperator(LinearOperator):
         eye = torch.eye(self.numel, dtype=dtype or self.layout.dtype, device=device or self.layout.device)
         return self.matmat(eye)
 
+    def cache_nbytes(self) -> int:
+        """Bytes of the tensors the cached per-chunk states hold (each storage counted
+        once; 0 before the first product or with ``cache=False``).  Tensors a back end
+        keeps inside closures (``func``'s vjp, autograd graphs) are not visible here."""
+        seen: dict[int, int] = {}
+
+        def walk(obj: Any) -> None:
+            if isinstance(obj, Tensor):
+                st = obj.untyped_storage()
+                seen[st.data_ptr()] = st.nbytes()
+            elif isinstance(obj, (list, tuple)):
+                for o in obj:
+                    walk(o)
+
+        walk([st for st, _ in self._states or []])
+        return sum(seen.values())
+
 
 def resolve_backend(model: nn.Module, layout: ParamLayout, backend: str) -> tuple[str, Optional[SequentialNet]]:
     """The back end ``auto`` picks for ``model`` (and its :class:`SequentialNet` view, if any).
@@ -722,6 +863,8 @@ class GGNOperator(CurvatureOperator):
         backend: ``auto`` (``sequential`` when the model allows it, else ``func``),
             ``sequential``, ``func`` or ``double_backward``.
         layout: parameter layout (default: all trainable parameters of ``model``).
+        compile: ``torch.compile`` the single-vector product (``sequential`` back end
+            only; off by default; a compilation failure falls back to eager).
         **kwargs: see :class:`CurvatureOperator`.
     """
 
@@ -739,10 +882,13 @@ class GGNOperator(CurvatureOperator):
         kind = LossKind(loss_kind)
         name, net = resolve_backend(model, layout, backend)
         cache = kwargs.get("cache", True)
+        compile = bool(kwargs.pop("compile", False))
+        if compile and name != "sequential":
+            raise ValueError(f"compile=True needs the 'sequential' back end, not {name!r}")
         impl: _Backend
         if name == "sequential":
             assert net is not None
-            impl = _SequentialGGN(model, layout, kind, net)
+            impl = _SequentialGGN(model, layout, kind, net, compile=compile)
         elif name == "func":
             impl = _FuncGGN(model, layout, kind, cache)
         else:
@@ -864,17 +1010,32 @@ def _per_example_sq_grad(
 
 @torch.no_grad()
 def evaluate_loss(
-    model: nn.Module, loss_kind: LossKind, chunks: Chunks, *, reducer: Optional[Reducer] = None
+    model: nn.Module,
+    loss_kind: LossKind,
+    chunks: Chunks,
+    *,
+    reducer: Optional[Reducer] = None,
+    full_precision: bool = True,
 ) -> tuple[float, float]:
-    """``(sum_n l_n, N)`` over ``chunks`` at the model's current parameters (global sums)."""
+    """``(sum_n l_n, N)`` over ``chunks`` at the model's current parameters (global sums).
+
+    With ``full_precision`` the forward passes run in IEEE float32 even inside a TF32
+    block (:func:`tf32_matmuls`): HF compares held-out losses of nearby parameters
+    (backtracking, the reduction ratio, the line search), differences TF32's ~1e-3
+    relative operand rounding would swamp.  Per-chunk sums accumulate in float64.
+    """
     reducer = reducer or LocalReducer()
     kind = LossKind(loss_kind)
-    total: Optional[Tensor] = None
-    for x, t in chunks:
-        part = torch.stack([loss_sum(model(x), t, kind).double(), torch.tensor(float(x.shape[0]), dtype=torch.float64, device=x.device)])
-        total = part if total is None else total + part
-    if total is None:  # this worker's shard holds none of the indices
-        total = torch.zeros(2, dtype=torch.float64, device=next(model.parameters()).device)
+    device = next(model.parameters()).device
+    loss = torch.zeros((), dtype=torch.float64, device=device)
+    count = 0  # on the host: no per-chunk transfer
+    precision = tf32_matmuls(False, device) if full_precision else contextlib.nullcontext()
+    with precision:
+        for x, t in chunks:
+            loss += loss_sum(model(x), t, kind).double()
+            count += x.shape[0]
+    # a worker whose shard holds none of the indices contributes zeros
+    total = torch.stack([loss, torch.tensor(float(count), dtype=torch.float64, device=device)])
     s, n = reducer.all_reduce_(total).tolist()
     if n == 0:
         raise ValueError("no data chunks")

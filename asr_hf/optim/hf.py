@@ -54,9 +54,11 @@ from asr_hf.optim.curvature import (
     HessianOperator,
     ParamLayout,
     SourceChunks,
+    auto_chunk_size,
     evaluate_loss,
     loss_and_gradient,
     resolve_backend,
+    tf32_matmuls,
 )
 from asr_hf.optim.precond import (
     DiagonalPreconditioner,
@@ -128,7 +130,7 @@ class HFConfig:
     curv_max_size: Optional[int] = None
     nested_samples: bool = True  # curvature sample drawn as a prefix of the gradient sample's permutation
     heldout_size: Optional[int] = None  # None: the whole held-out set each iteration
-    chunk_size: int = 4096  # examples per forward/backward chunk
+    chunk_size: Optional[int] = None  # examples per forward/backward chunk; None: auto_chunk_size (4096 off CUDA)
     # objective and damping
     l2: float = 0.0  # objective += 0.5 * l2 * |theta|^2
     initial_damping: float = 1.0
@@ -166,7 +168,7 @@ class HFConfig:
     # compute
     backend: str = "auto"  # curvature back end: auto | sequential | func | double_backward
     cache_forward: bool = True  # cache the curvature sample's forward pass across CG products
-    tf32: bool = False  # allow TF32 matmuls on CUDA during the step
+    tf32: bool = True  # TF32 matmuls on CUDA for gradients and products (held-out losses stay IEEE fp32)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -194,29 +196,18 @@ class HFConfig:
             raise ValueError("the 'sequential' back end computes GGN products only")
         if not (0 < self.damping_drop <= 1 <= self.damping_boost):
             raise ValueError("need 0 < damping_drop <= 1 <= damping_boost")
-        if self.chunk_size < 1 or self.cg_max_iters < 1:
+        if (self.chunk_size is not None and self.chunk_size < 1) or self.cg_max_iters < 1:
             raise ValueError("chunk_size and cg_max_iters must be positive")
 
 
 @contextlib.contextmanager
 def _matmul_precision(enabled: bool, device: torch.device) -> Iterator[None]:
-    """Allow TF32 matmuls on CUDA inside the block (restored afterwards)."""
-    if not enabled or device.type != "cuda":
+    """TF32 matmuls on CUDA inside the step when ``enabled`` (restored afterwards; else the
+    global setting holds).  The step's scalars stay out of TF32: held-out losses run in
+    IEEE float32 (:func:`evaluate_loss`), CG's inner products are ``torch.dot`` (level-1
+    BLAS, never TF32) and ``g.p`` is float64."""
+    with tf32_matmuls(True, device) if enabled else contextlib.nullcontext():
         yield
-        return
-    matmul = torch.backends.cuda.matmul
-    try:
-        old = matmul.fp32_precision
-        matmul.fp32_precision = "tf32"
-        restore = lambda: setattr(matmul, "fp32_precision", old)  # noqa: E731
-    except (AttributeError, RuntimeError):  # older torch, or legacy API already in use
-        old_flag = matmul.allow_tf32
-        matmul.allow_tf32 = True
-        restore = lambda: setattr(matmul, "allow_tf32", old_flag)  # noqa: E731
-    try:
-        yield
-    finally:
-        restore()
 
 
 class HessianFree:
@@ -243,6 +234,7 @@ class HessianFree:
         self.loss_kind = LossKind(loss_kind)
         self.reducer = reducer or LocalReducer()
         self.layout = ParamLayout.from_module(model)
+        self.chunk_size = cfg.chunk_size if cfg.chunk_size is not None else auto_chunk_size(model, self.layout.device)
         if cfg.curvature == CurvatureKind.GGN:
             resolve_backend(model, self.layout, cfg.backend)  # fail now, not at the first step
         self.blocks: Optional[BlockLayout] = (
@@ -300,7 +292,7 @@ class HessianFree:
     def _heldout_objective(self, data: SampledData, idx: Tensor, theta_now: Tensor) -> float:
         cfg = self.config
         s, n = evaluate_loss(
-            self.model, self.loss_kind, SourceChunks(data.heldout, idx, cfg.chunk_size), reducer=self.reducer
+            self.model, self.loss_kind, SourceChunks(data.heldout, idx, self.chunk_size), reducer=self.reducer
         )
         self._heldout_count += n
         self._heldout_evals += 1
@@ -317,7 +309,7 @@ class HessianFree:
 
     def _operator(self, data: SampledData, idx: Tensor) -> CurvatureOperator:
         cfg = self.config
-        chunks = SourceChunks(data.train, idx, cfg.chunk_size)
+        chunks = SourceChunks(data.train, idx, self.chunk_size)
         common: dict[str, Any] = dict(
             damping=self.damping,
             l2=cfg.l2,
@@ -348,7 +340,7 @@ class HessianFree:
         gres = loss_and_gradient(
             self.model,
             self.loss_kind,
-            SourceChunks(data.train, sample.grad, cfg.chunk_size),
+            SourceChunks(data.train, sample.grad, self.chunk_size),
             layout=self.layout,
             reducer=self.reducer,
             square=want_sq,

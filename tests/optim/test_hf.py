@@ -173,8 +173,9 @@ def test_default_lbfgs_preconditions_from_the_second_hf_iteration() -> None:
     system."""
     model, data = _mlp_problem()
     plain_m, lb_m = copy.deepcopy(model), copy.deepcopy(model)
-    plain = HessianFree(plain_m, LossKind.CROSS_ENTROPY, cg_max_iters=40, seed=3)
-    lb = HessianFree(lb_m, LossKind.CROSS_ENTROPY, cg_max_iters=40, seed=3, preconditioner="lbfgs")
+    kw = dict(cg_max_iters=40, seed=3, curv_fraction=0.5, initial_damping=1e-3)  # ill-conditioned, full rank
+    plain = HessianFree(plain_m, LossKind.CROSS_ENTROPY, **kw)
+    lb = HessianFree(lb_m, LossKind.CROSS_ENTROPY, preconditioner="lbfgs", **kw)
     s1p, s1l = plain.step(data), lb.step(data)
     assert s1p["cg_iters"] == s1l["cg_iters"] and s1p["heldout_loss"] == s1l["heldout_loss"]
     assert s1l["lbfgs_pairs"] == min(10, s1l["cg_iters"])
