@@ -178,3 +178,25 @@ def test_segmented_cg_equals_independent_block_solves(flexible: bool) -> None:
     x = res.x
     assert abs(res.phis[-1] - float(0.5 * x @ a @ x - b @ x)) < 1e-9
     assert len(set(res.block_iterations)) > 1
+
+
+def test_cg_scalars_accumulate_in_float64_for_float32_vectors() -> None:
+    """A float32 dot of a million same-sign terms loses ~1e-5 relative; CG's phi and step
+    sizes must not (its scalars accumulate in float64, the vectors stay float32)."""
+    n = 2_000_000
+    g = torch.Generator().manual_seed(0)
+    diag = torch.rand(n, generator=g, dtype=DT) + 0.5
+    b = torch.rand(n, generator=g, dtype=DT) + 0.5
+
+    class Diag:
+        def __init__(self, dgl):
+            self.dgl = dgl
+
+        def matvec(self, v):
+            return self.dgl * v
+
+    ref = conjugate_gradient(Diag(diag), b, max_iters=3, progress_tol=None)
+    f32 = conjugate_gradient(Diag(diag.float()), b.float(), max_iters=3, progress_tol=None)
+    assert f32.x.dtype == torch.float32
+    for p64, p32 in zip(ref.phis, f32.phis):
+        assert abs(p32 - p64) <= 1e-6 * abs(p64) + 1e-9
