@@ -638,7 +638,9 @@ def _make_factory(defaults: dict[str, Any], doc: str):
 
 
 for _name, (_defaults, _doc) in _VARIANTS.items():
-    register_optimizer(_name, OptimizerKind.SAMPLED, help=_doc, data_parallel="reducer")(_make_factory(_defaults, _doc))
+    register_optimizer(_name, OptimizerKind.SAMPLED, help=_doc, data_parallel="reducer", options_from=(HFConfig,))(
+        _make_factory(_defaults, _doc)
+    )
 
 HF_VARIANTS: dict[str, dict[str, Any]] = {name: dict(d) for name, (d, _) in _VARIANTS.items()}
 """Registered HF names -> the options they preset."""
