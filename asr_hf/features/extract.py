@@ -15,6 +15,7 @@ import logging
 import math
 import multiprocessing
 import os
+import re
 import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -140,7 +141,7 @@ def kaldi_num_frames(num_samples: int, sampling_rate: int, frame_length_ms: floa
 
 
 def _check_audio(cut, audio: np.ndarray, sampling_rate: Optional[int]) -> None:
-    src = cut.recording.sources[0].source if cut.has_recording else cut.id
+    src = _source(cut)
     if sampling_rate is not None and cut.sampling_rate != sampling_rate:
         raise DataError(src, f"sampling rate {cut.sampling_rate} Hz, expected {sampling_rate} Hz")
     if audio.size == 0:
@@ -184,6 +185,99 @@ def _attach_features(cut, feats: np.ndarray, extractor: FeatureExtractor, writer
     return fastcopy(cut, duration=duration, features=manifest, supervisions=sups)
 
 
+def _source(cut) -> str:
+    """The audio file of ``cut`` (its id when it has no recording)."""
+    return str(cut.recording.sources[0].source) if cut.has_recording else cut.id
+
+
+def _one_line(exc: BaseException) -> str:
+    """``Type: message`` of a reading error, on one line.
+
+    lhotse re-raises errors as ``type(e)(f"{e}\n[extra info] When calling: ...")`` (which
+    for exception types whose constructor takes no message, e.g. soundfile's
+    ``LibsndfileError``, itself fails with ``TypeError: an integer is required``, the real
+    error being the context), appends the whole manifest and a "Please report this issue
+    in Lhotse" paragraph; keep the first cause and the facts, drop the rest.
+    """
+    exc = _unwrap(exc)
+    text = (_safe_str(exc) or "").split("\n[extra info]", 1)[0]
+    text = text.split("Set LHOTSE_AUDIO_LOADING_EXCEPTION_VERBOSE", 1)[0]
+    m = re.search(r"diff=(-?\d+), audio.shape=\((\d+), (\d+)\)", text)
+    if "declared samples" in text and m:  # lhotse's own count check
+        got = int(m.group(3))
+        return f"truncated audio: {got} samples, manifest says {got + int(m.group(1))}"
+    text = re.split(r"This could be internal Lhotse's error|Please report this issue", text, maxsplit=1)[0]
+    text = " ".join(text.split()).rstrip(" .")
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _safe_str(exc: BaseException) -> Optional[str]:
+    try:
+        return str(exc)
+    except Exception:  # e.g. a LibsndfileError rebuilt by lhotse with a message as its code
+        return None
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """The original error under lhotse's ``rich_exception_info`` re-raises."""
+    for _ in range(16):
+        ctx = exc.__context__
+        if ctx is None:
+            break
+        text, ctx_text = _safe_str(exc), _safe_str(ctx)
+        rewrapped = text is None or "[extra info]" in text
+        failed_rewrap = isinstance(exc, TypeError) and (ctx_text is None or "[extra info]" in ctx_text)
+        if not (rewrapped or failed_rewrap):
+            break
+        exc = ctx
+    return exc
+
+
+def load_cut_audio(cut) -> np.ndarray:
+    """The cut's samples, or a one-line :class:`DataError` naming the file: "not found"
+    for a missing file, "unreadable audio (...)" for one no backend can decode."""
+    if cut.has_recording:
+        for src in cut.recording.sources:
+            if src.type == "file" and not Path(src.source).is_file():
+                raise DataError(str(src.source), "not found")
+    try:
+        return cut.load_audio()
+    except DataError:
+        raise
+    except Exception as exc:  # soundfile/lhotse errors on corrupt files
+        src = _source(cut)
+        hint = ""
+        if src.endswith(".sph") and not shutil.which("sph2pipe"):
+            hint = " (shorten-compressed SPHERE needs sph2pipe on PATH: `lhotse install-sph2pipe`)"
+        raise DataError(src, f"unreadable audio ({_one_line(exc)}){hint}") from exc
+
+
+def _window_samples(extractor: FeatureExtractor, sampling_rate: int) -> int:
+    return int(sampling_rate * extractor.config.frame_length / 1000)
+
+
+def extract_cut(cut, extractor: FeatureExtractor, sampling_rate: Optional[int] = None) -> np.ndarray:
+    """Checked audio of ``cut`` -> features ``(T, dim)``; a :class:`DataError` naming the
+    cut for audio shorter than one analysis window (torchaudio would assert)."""
+    audio = load_cut_audio(cut)
+    _check_audio(cut, audio, sampling_rate)
+    window = _window_samples(extractor, cut.sampling_rate)
+    n = int(audio.shape[-1])
+    if n < window:
+        raise DataError(
+            cut.id,
+            f"audio shorter than one analysis window ({n} samples < {window}, "
+            f"{extractor.config.frame_length:g} ms at {cut.sampling_rate} Hz)",
+        )
+    try:
+        feats = extractor.extract(audio, cut.sampling_rate)
+    except Exception as exc:
+        raise DataError(cut.id, f"feature extraction failed ({_one_line(exc)})") from exc
+    if feats.shape[0] == 0:
+        raise DataError(cut.id, "audio shorter than one analysis window")
+    return feats
+
+
 def _extract_chunk(args) -> tuple[list, list[tuple[str, str]]]:
     cuts, extractor, storage_path, sampling_rate, skip_bad = args
     torch.set_num_threads(1)
@@ -194,25 +288,13 @@ def _extract_chunk(args) -> tuple[list, list[tuple[str, str]]]:
     with backend, LilcomChunkyWriter(storage_path) as writer:
         for cut in cuts:
             try:
-                try:
-                    audio = cut.load_audio()
-                except DataError:
-                    raise
-                except Exception as exc:  # soundfile/lhotse errors on corrupt files
-                    src = cut.recording.sources[0].source if cut.has_recording else cut.id
-                    hint = ""
-                    if str(src).endswith(".sph") and not shutil.which("sph2pipe"):
-                        hint = " (shorten-compressed SPHERE needs sph2pipe on PATH: `lhotse install-sph2pipe`)"
-                    raise DataError(src, f"unreadable audio ({type(exc).__name__}: {exc}){hint}") from exc
-                _check_audio(cut, audio, sampling_rate)
-                feats = extractor.extract(audio, cut.sampling_rate)
-                if feats.shape[0] == 0:
-                    raise DataError(cut.id, "audio shorter than one analysis window")
+                feats = extract_cut(cut, extractor, sampling_rate)
                 done.append(_attach_features(cut, feats, extractor, writer))
             except DataError as exc:
+                msg = " ".join(str(exc).split())  # skipped_<split>.txt: one line per cut
                 if not skip_bad:
-                    return [], [(cut.id, str(exc)), ("__fatal__", "")]
-                bad.append((cut.id, str(exc)))
+                    return [], [(cut.id, msg), ("__fatal__", "")]
+                bad.append((cut.id, msg))
     return done, bad
 
 
@@ -236,7 +318,8 @@ def compute_features(
         split: split name used in file names.
         jobs: worker processes (default: all cores).
         sampling_rate: if given, every recording must have it.
-        skip_bad: skip (and report) unreadable/empty/wrong-rate audio instead of stopping.
+        skip_bad: skip (and list in ``skipped_<split>.txt``, one line per cut) missing,
+            unreadable, empty, too short (under one window) or wrong-rate audio instead of stopping.
         options: extractor options (``num_mel_bins=...``).
 
     Returns:

@@ -96,9 +96,21 @@ def _forward(args: argparse.Namespace) -> int:
     from asr_hf.utils.io import atomic_output
     from asr_hf.utils.kio import kaldi_io
 
+    from asr_hf.utils.errors import DataError
+
     device = resolve_device(args.device)
     model, pri = load_model(args.model, device)
+    if not args.cuts.is_file():
+        raise DataError(str(args.cuts), "not found")
+    cuts = CutSet.from_file(args.cuts)
+    first = next(iter(cuts), None)
+    if first is None:
+        raise DataError(str(args.cuts), "no cuts")
+    if not first.has_features or first.num_features != model.feat_dim:
+        dim = first.num_features if first.has_features else "no"
+        raise DataError(str(args.cuts), f"{dim}-dimensional features, model {args.model} takes {model.feat_dim}")
+    # the ark is renamed into place only when every utterance gave finite scores
     with atomic_output(args.ark) as tmp, open(tmp, "wb") as f:
-        for uid, mat in pseudo_loglikes(model, CutSet.from_file(args.cuts), pri, args.prior_scale, device):
+        for uid, mat in pseudo_loglikes(model, cuts, pri, args.prior_scale, device):
             kaldi_io.write_mat(f, mat, key=uid)
     return 0

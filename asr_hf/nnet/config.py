@@ -4,8 +4,8 @@ Config groups mirror the architecture: ``data``, ``features``, ``model``,
 ``optim``, ``trainer``, ``decode``.  The YAML files under ``conf/`` fill them;
 the schema here makes a misspelt key or a wrong type an error (``struct``
 mode), not a silently ignored override.  Optimizer-specific options live in
-``optim.options`` and are checked by the optimizer's factory (an unknown
-keyword raises).
+``optim.options``; the trainer checks their names and types against the
+optimizer's factory (:func:`asr_hf.optim.registry.check_optimizer_options`).
 """
 
 from __future__ import annotations
@@ -84,6 +84,10 @@ class TrainerConf:
     # SAMPLED optimizers (Hessian-free family): one step = one HF iteration
     max_iters: int = 20
     convergence: ConvergenceConf = field(default_factory=ConvergenceConf)
+    # non-finite loss / gradient / parameters: a minibatch epoch is rolled back to its start and
+    # retried at half the learning rate (an HF step is rejected, lambda raised); this many in a
+    # row stop training with an error
+    max_nonfinite: int = 3
     # stop when this much training wall time is spent (0 = no limit)
     time_budget_s: float = 0.0
     eval_chunk: int = 8192

@@ -15,6 +15,17 @@ sampler RNG, schedule and clock; ``resume`` continues a killed run to the same
 result as an uninterrupted one.  The exp dir gets ``config.yaml``,
 ``command.txt``, ``train_log.jsonl`` / ``train_log.csv``, ``final.pt``,
 ``train_summary.json`` and ``heldout_vs_time.png``.
+
+Guards: the config (trainer limits, optimizer name, option names and types) is checked
+before anything is loaded or written, and a checkpoint of another model or optimizer is
+refused before ``config.yaml`` / ``command.txt`` are replaced.  A minibatch step with a
+non-finite loss, gradient or updated parameters rolls its epoch back to the epoch's start
+and retries it at half the learning rate; HF iterations reject such steps themselves
+(parameters unchanged, lambda raised); ``trainer.max_nonfinite`` in a row stop training
+with one :class:`DataError` naming the exp dir.  Newbob rejects a NaN held-out epoch,
+``final.pt`` is never written from non-finite weights, and the JSON outputs hold ``null``
+for NaN / inf.  On resume ``train_log.jsonl`` is rewritten from the checkpoint's history,
+so rows of an epoch logged but not checkpointed (a crash in between) are not duplicated.
 """
 
 from __future__ import annotations
@@ -43,7 +54,8 @@ from asr_hf.nnet.data import FrameSet, Utterances, heldout_split_indices, input_
 from asr_hf.nnet.model import DNN, DNNConfig, num_parameters
 from asr_hf.optim.base import LocalReducer, LossKind, OptimizerKind, SampledData
 from asr_hf.optim.distributed import DistReducer, ShardedSource, init_from_env, shard_range
-from asr_hf.optim.registry import build_optimizer, optimizer_info
+from asr_hf.optim.hf import NONFINITE_CODES
+from asr_hf.optim.registry import build_optimizer, check_optimizer_options, optimizer_info
 from asr_hf.utils.errors import DataError
 from asr_hf.utils.io import atomic_output
 
@@ -94,7 +106,17 @@ class TrainState:
     done: bool = False
     stop_reason: str = ""  # converged | newbob | time_budget | max_iters / max_epochs
     world_size: int = 1  # processes of the run that wrote the state
+    nonfinite_failures: int = 0  # consecutive epochs / HF iterations with a non-finite step
     history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class NonFiniteStep(Exception):
+    """A minibatch step met a non-finite loss, gradient or parameter (1-based ``step``)."""
+
+    def __init__(self, what: str, step: int) -> None:
+        super().__init__(f"non-finite {what} at step {step}")
+        self.what = what
+        self.step = step
 
 
 class Trainer:
@@ -125,6 +147,20 @@ class Trainer:
         self.root = Path(root)
         self.exp = self.root / exp_dir_for(cfg)
         t = cfg.trainer
+        # every option is checked before anything is loaded or written
+        for key in ("max_epochs", "max_iters", "max_nonfinite", "batch_size"):
+            if not int(t[key]) >= 1:
+                raise DataError(f"trainer.{key}", f"must be >= 1, got {t[key]}")
+        if t.newbob.criterion not in ("accuracy", "loss"):
+            raise DataError("trainer.newbob.criterion", f"must be accuracy or loss, got {t.newbob.criterion!r}")
+        options = OmegaConf.to_container(cfg.optim.options, resolve=True) or {}
+        check_optimizer_options(cfg.optim.name, options)
+        if t.bf16 and cfg.optim.name not in BF16_OPTIMIZERS:
+            raise DataError(
+                "trainer.bf16",
+                f"autocast is supported for {sorted(BF16_OPTIMIZERS)}, not {cfg.optim.name!r}: "
+                "curvature statistics and CG need float32 (use trainer.tf32 on a GPU)",
+            )
         self.device = resolve_device(t.device)
         # torchrun sets WORLD_SIZE/RANK: the same config runs in one process or many
         self.dist = init_from_env(self.device.type, t.dist_backend)
@@ -145,20 +181,6 @@ class Trainer:
             )
         if not self.is_main:
             logging.getLogger("asr_hf").setLevel(logging.WARNING)  # one rank reports
-        self.exp.mkdir(parents=True, exist_ok=True)
-        if self.is_main:
-            (self.exp / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-            cmd = command or " ".join(map(shlex.quote, sys.argv))
-            if self.dist:
-                cmd += f"\n# launched by torchrun: world_size={self.world_size} backend={self.dist.backend}"
-            (self.exp / "command.txt").write_text(cmd + "\n")
-        if t.newbob.criterion not in ("accuracy", "loss"):
-            raise ValueError(f"trainer.newbob.criterion must be accuracy or loss, got {t.newbob.criterion!r}")
-        if t.bf16 and cfg.optim.name not in BF16_OPTIMIZERS:
-            raise ValueError(
-                f"trainer.bf16 autocast is supported for {sorted(BF16_OPTIMIZERS)}, not {cfg.optim.name!r}: "
-                "curvature statistics and CG need float32 (use trainer.tf32 on a GPU)"
-            )
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = bool(t.tf32)
             torch.backends.cudnn.allow_tf32 = bool(t.tf32)
@@ -175,13 +197,17 @@ class Trainer:
         mean, inv_std = input_stats(self.train_source, seed=t.seed, reducer=self.reducer)
         self.model.norm.mean.copy_(mean.to(self.device))
         self.model.norm.inv_std.copy_(inv_std.to(self.device))
-        options = OmegaConf.to_container(cfg.optim.options, resolve=True) or {}
         if self.dist and self.info.data_parallel == "reducer":
             options["reducer"] = self.reducer
         # SAMPLED (HF) optimizers get the bare nn.Sequential (their fastest curvature path) and
         # sources that apply the model's fixed input normalisation; the parameters are the same.
         target = self.model.net if self.kind == OptimizerKind.SAMPLED else self.model
-        self.optimizer = build_optimizer(cfg.optim.name, target, LossKind.CROSS_ENTROPY, **options)
+        try:
+            self.optimizer = build_optimizer(cfg.optim.name, target, LossKind.CROSS_ENTROPY, **options)
+        except DataError:
+            raise
+        except ValueError as exc:  # the optimizer's own checks of its option values
+            raise DataError("optim.options", f"{' '.join(str(exc).split())} (optimizer {cfg.optim.name})") from exc
         self.forward_model: torch.nn.Module = self.model
         if self.dist and self.info.data_parallel == "ddp":
             from torch.nn.parallel import DistributedDataParallel
@@ -191,12 +217,31 @@ class Trainer:
             )
         self.generator = torch.Generator().manual_seed(t.seed)
         self.state = TrainState(world_size=self.world_size)
+        # resume now, so a checkpoint this run cannot continue is refused before config.yaml
+        # and command.txt of the run that wrote it are replaced
+        ckpt = self.latest_checkpoint() if t.resume else None
+        self.resumed_from: Optional[Path] = ckpt
+        if ckpt is not None:
+            self.load_checkpoint(ckpt)
+        if self.is_main:
+            self._write_run_files(command)
         log.info(
             "model %s params=%d pdfs=%d train=%d frames heldout=%d frames device=%s optimizer=%s (%s)%s",
             mcfg, num_parameters(self.model), self.num_pdfs, len(self.train_source), len(self.heldout_source),
             self.device, cfg.optim.name, self.kind.value,
             f" world_size={self.world_size} ({self.dist.backend})" if self.dist else "",
         )  # fmt: skip
+
+    def _write_run_files(self, command: Optional[str]) -> None:
+        from omegaconf import OmegaConf
+
+        cmd = command or " ".join(map(shlex.quote, sys.argv))
+        if self.dist:
+            cmd += f"\n# launched by torchrun: world_size={self.world_size} backend={self.dist.backend}"
+        with atomic_output(self.exp / "config.yaml") as tmp:
+            tmp.write_text(OmegaConf.to_yaml(self.cfg, resolve=True))
+        with atomic_output(self.exp / "command.txt") as tmp:
+            tmp.write_text(cmd + "\n")
 
     # ------------------------------------------------------------------ data
     def _load_data(self) -> tuple[FrameSet, FrameSet, int, np.ndarray]:
@@ -300,6 +345,7 @@ class Trainer:
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "numpy_rng": np.random.get_state(),
             "python_rng": random.getstate(),
+            "optimizer_name": self.cfg.optim.name,
             "state": self.state.__dict__,
         }
         path = self._ckpt_path(n)
@@ -327,8 +373,13 @@ class Trainer:
         order changes); minibatch runs keep parameters and optimizer state but the per-rank
         data order of later epochs changes, so they need ``trainer.allow_world_size_change``;
         optimizers with rank-local state cannot be remapped and refuse."""
-        payload = torch.load(path, map_location=self.device, weights_only=False)
-        saved_world = int(payload["state"].get("world_size", 1))
+        try:
+            payload = torch.load(path, map_location=self.device, weights_only=False)
+            saved_world = int(payload["state"].get("world_size", 1))
+        except Exception as exc:
+            raise DataError(str(path), f"unreadable checkpoint ({type(exc).__name__}: {' '.join(str(exc).split())}); "
+                                       "delete it or set trainer.resume=false") from exc  # fmt: skip
+        self._check_checkpoint_matches(path, payload)
         if saved_world != self.world_size:
             what = f"checkpoint {path} was written by {saved_world} process(es), this run has {self.world_size}"
             if self.kind == OptimizerKind.SAMPLED:
@@ -359,13 +410,31 @@ class Trainer:
         self.state.world_size = self.world_size
         log.info("resumed from %s (epoch/iteration %d, %.1f s trained)", path, self.state.epoch, self.state.wall_s)
 
+    def _check_checkpoint_matches(self, path: Path, payload: dict[str, Any]) -> None:
+        """Refuse a checkpoint of another model (parameter names / shapes) or optimizer."""
+        hint = "train into another trainer.exp_dir, or set trainer.resume=false to start over"
+        saved_opt = payload.get("optimizer_name")
+        if saved_opt is not None and saved_opt != self.cfg.optim.name:
+            raise DataError(str(path), f"checkpoint of optimizer {saved_opt}, this run uses {self.cfg.optim.name}; {hint}")
+        states = payload.get("rank_states") or [payload]
+        saved = {k: tuple(v.shape) for k, v in states[0]["model"].items()}
+        mine = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
+        if saved != mine:
+            shape = lambda s: "x".join(map(str, s)) if s is not None else "absent"  # noqa: E731
+            k = next(k for k in [*mine, *saved] if saved.get(k) != mine.get(k))
+            raise DataError(
+                str(path),
+                f"checkpoint of a different model ({k}: {shape(saved.get(k))} in the checkpoint, "
+                f"{shape(mine.get(k))} in this run's {self.cfg.model}); {hint}",
+            )
+
     # ---------------------------------------------------------------- logging
     def _log(self, row: dict[str, Any]) -> None:
         row = {k: (float(v) if isinstance(v, (np.floating, torch.Tensor)) else v) for k, v in row.items()}
         self.state.history.append(row)
         if self.is_main:
             with open(self.exp / "train_log.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
+                f.write(json_line(row) + "\n")
         log.info(
             "%s %d: heldout loss %.4f acc %.4f, train loss %.4f, %.0f frames/s, wall %.1f s",
             "iter" if self.kind == OptimizerKind.SAMPLED else "epoch", row["index"], row["heldout_loss"],
@@ -419,8 +488,7 @@ class Trainer:
         """One shuffled pass; stops early (``cut`` in the result) once ``time_left`` seconds
         of training time are spent, so a time budget binds even when epochs are long."""
         t = self.cfg.trainer
-        n_frames, n_batches = 0, 0
-        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)  # summed on the device: no per-batch sync
+        total, n_frames, n_batches = 0.0, 0, 0
         start = self.clock()
         cut = False
         if self.world_size == 1:
@@ -444,16 +512,38 @@ class Trainer:
         for x, y in tqdm(batches, total=n_total, desc=f"epoch {self.state.epoch + 1}", leave=False,
                          disable=not (self.is_main and sys.stderr.isatty())):
             loss = self.optimizer.step(self._closure_for(x, y))
-            loss_sum += loss.detach().double() * y.numel()
-            n_frames += y.numel()
             n_batches += 1
+            value, what = self._finite_step(loss)
+            if what:
+                raise NonFiniteStep(what, n_batches)
+            total += value * y.numel()
+            n_frames += y.numel()
             if math.isfinite(time_left) and n_batches % 8 == 0 and self._out_of_time(start, time_left):
                 cut = True
                 break
-        total = float(loss_sum)
         if self.world_size > 1:
             total, n_frames = self.reducer.all_reduce_(torch.tensor([total, n_frames], dtype=torch.float64)).tolist()
         return {"train_loss": total / max(n_frames, 1), "frames": int(n_frames), "cut": cut}
+
+    def _finite_step(self, loss: torch.Tensor) -> tuple[float, Optional[str]]:
+        """The minibatch loss, and what of (loss, gradient, updated parameters) is not
+        finite (``None``: all are).  One host sync per step (the loss read needs one
+        anyway); the norms overflow only for values beyond 1e19, which diverged already.
+        Data-parallel ranks agree through one all-reduce of the three flags."""
+        params = [p for p in self.model.parameters()]
+        grads = [p.grad.detach() for p in params if p.grad is not None]
+        zero = torch.zeros((), device=params[0].device)
+        sums = [
+            loss.detach().float().reshape(()),
+            torch.stack(torch._foreach_norm(grads)).float().sum() if grads else zero,
+            torch.stack(torch._foreach_norm([p.detach() for p in params])).float().sum(),
+        ]
+        values = torch.stack(sums).tolist()
+        flags = [0.0 if math.isfinite(v) else 1.0 for v in values]
+        if self.world_size > 1:
+            flags = self.reducer.all_reduce_(torch.tensor(flags, dtype=torch.float64)).tolist()
+        what = next((w for w, f in zip(("loss", "gradient", "parameters"), flags) if f), None)
+        return values[0], what
 
     def _out_of_time(self, start: float, time_left: float) -> bool:
         """Whether ``time_left`` seconds have passed since ``start`` (rank 0's clock decides
@@ -464,11 +554,22 @@ class Trainer:
             self.reducer.broadcast_(flag)
         return bool(flag.item())
 
+    def _rewrite_log(self) -> None:
+        """Make ``train_log.jsonl`` the checkpoint's history (the truth): rows a run wrote
+        after its last checkpoint (it stopped between logging an epoch and saving it) go."""
+        path = self.exp / "train_log.jsonl"
+        old = path.read_text().splitlines() if path.is_file() else []
+        lines = [json_line(r) for r in self.state.history]
+        if old != lines:
+            log.warning("%s: %d row(s) -> the %d of checkpoint %s (iteration %d)", path, len(old), len(lines),
+                        self.resumed_from, self.state.epoch)  # fmt: skip
+        with atomic_output(path) as tmp:
+            tmp.write_text("".join(line + "\n" for line in lines))
+
     def train(self) -> dict[str, Any]:
         t = self.cfg.trainer
-        ckpt = self.latest_checkpoint() if t.resume else None
-        if ckpt is not None:
-            self.load_checkpoint(ckpt)
+        if self.is_main and self.resumed_from is not None:
+            self._rewrite_log()
         elif self.is_main and (self.exp / "train_log.jsonl").exists():
             (self.exp / "train_log.jsonl").unlink()
         use_newbob = (
@@ -493,14 +594,21 @@ class Trainer:
                 data = SampledData(NormalizedSource(self.train_source, self.model.norm),
                                    NormalizedSource(self.heldout_source, self.model.norm))
                 stats = dict(self.optimizer.step(data) or {})
+                self._count_nonfinite_iteration(stats)
                 frames = int(stats.get("grad_samples", 0)) + int(stats.get("curv_samples", 0))
                 row_extra: dict[str, Any] = {f"opt_{k}": v for k, v in stats.items() if _is_number(v)}
             else:
-                snapshot = None
-                if use_newbob:
-                    snapshot = (copy.deepcopy(self.model.state_dict()), copy.deepcopy(self.optimizer.state_dict()))
+                # the epoch's start: newbob's rollback point, and the divergence guard's
+                snapshot = (copy.deepcopy(self.model.state_dict()), copy.deepcopy(self.optimizer.state_dict()))
                 time_left = t.time_budget_s - self.state.wall_s if t.time_budget_s else math.inf
-                ep = self._minibatch_epoch(time_left)
+                try:
+                    ep = self._minibatch_epoch(time_left)
+                except NonFiniteStep as bad:
+                    self._sync()
+                    self.state.wall_s += self.clock() - start  # the failed attempt's time was spent
+                    self._retry_after_nonfinite(bad, snapshot)
+                    continue
+                self.state.nonfinite_failures = 0
                 if ep["cut"]:
                     log.info("time budget %.0f s reached within epoch %d", t.time_budget_s, self.state.epoch + 1)
                     self.state.done, self.state.stop_reason = True, "time_budget"
@@ -530,6 +638,48 @@ class Trainer:
             self.state.stop_reason = "max_iters" if self.kind == OptimizerKind.SAMPLED else "max_epochs"
         return self.finish()
 
+    def _lr(self) -> float:
+        groups = getattr(self.optimizer, "param_groups", None) or [{}]
+        return float(groups[0].get("lr", float("nan")))
+
+    def _retry_after_nonfinite(self, bad: NonFiniteStep, snapshot) -> None:
+        """Roll a minibatch epoch that met a non-finite step back to its start and halve
+        the learning rate; ``trainer.max_nonfinite`` such epochs in a row stop training."""
+        self.model.load_state_dict(snapshot[0])
+        self.optimizer.load_state_dict(snapshot[1])
+        self.state.nonfinite_failures += 1
+        n, lr = self.state.nonfinite_failures, self._lr()
+        epoch = self.state.epoch + 1
+        if n >= self.cfg.trainer.max_nonfinite:
+            raise DataError(
+                str(self.exp),
+                f"training diverged with {self.cfg.optim.name}: non-finite {bad.what} at epoch {epoch} step {bad.step} "
+                f"on {n} consecutive attempt{'s' if n > 1 else ''} (learning rate halved {n - 1} times, to {lr:g}); "
+                "lower optim.options.lr or raise trainer.max_nonfinite",
+            )
+        self.state.lr_scale *= 0.5
+        self._set_lr_scale(self.state.lr_scale)
+        log.warning("epoch %d: non-finite %s at step %d; rolled back to the epoch's start, lr %g -> %g",
+                    epoch, bad.what, bad.step, lr, self._lr())  # fmt: skip
+
+    def _count_nonfinite_iteration(self, stats: dict[str, Any]) -> None:
+        """HF iterations reject non-finite steps themselves; ``trainer.max_nonfinite`` in a
+        row (e.g. non-finite features in every gradient sample) stop training."""
+        code = float(stats.get("nonfinite", 0.0) or 0.0)
+        if not code:
+            self.state.nonfinite_failures = 0
+            return
+        self.state.nonfinite_failures += 1
+        n = self.state.nonfinite_failures
+        if n >= self.cfg.trainer.max_nonfinite:
+            what = next((k for k, v in NONFINITE_CODES.items() if v == code), "value")
+            raise DataError(
+                str(self.exp),
+                f"training diverged with {self.cfg.optim.name}: non-finite {what} at iteration {self.state.epoch + 1} "
+                f"on {n} consecutive iteration{'s' if n > 1 else ''} (steps rejected, damping raised to "
+                f"{float(stats.get('next_lambda', float('nan'))):g})",
+            )
+
     def _newbob(self, loss: float, acc: float, snapshot) -> tuple[float, float]:
         """Kaldi nnet1's schedule on the held-out set.  ``criterion=accuracy`` (nnet1 as
         used in the papers' era): an epoch must raise frame accuracy or it is rolled back;
@@ -539,9 +689,12 @@ class Trainer:
         nb = self.cfg.trainer.newbob
         by_acc = nb.criterion == "accuracy"
         prev_loss, prev_acc = self.state.best_heldout, self.state.best_heldout_acc
-        worse = acc <= prev_acc if by_acc else loss >= prev_loss
+        finite = math.isfinite(loss) and math.isfinite(acc)  # NaN is worse than anything
+        worse = not finite or (acc <= prev_acc if by_acc else not loss < prev_loss)
         if worse and snapshot is not None:
             what = f"accuracy {100 * acc:.2f}% <= {100 * prev_acc:.2f}%" if by_acc else f"loss {loss:.4f} >= {prev_loss:.4f}"
+            if not finite:
+                what = f"loss {loss} / accuracy {acc} not finite"
             log.info("epoch rejected: held-out %s; rolling back, halving lr", what)
             self.model.load_state_dict(snapshot[0])
             self.optimizer.load_state_dict(snapshot[1])
@@ -631,7 +784,12 @@ class Trainer:
         }
         if self.dist:
             summary["comm_s"] = round(sum(r.get("comm_s", 0.0) for r in self.state.history), 3)
+        summary = finite_or_none(summary)
         with self._consensus():
+            # every rank checks (the same weights), so none waits at the barrier for a rank 0 that refused
+            bad = [n for n, v in self.model.state_dict().items() if v.is_floating_point() and not bool(v.isfinite().all())]
+            if bad:
+                raise DataError(str(self.exp / "final.pt"), f"not written: non-finite weights in {', '.join(bad)}")
             if self.is_main:
                 self._write_outputs(summary)
         if self.dist:
@@ -649,7 +807,7 @@ class Trainer:
                 tmp,
             )  # fmt: skip
         with atomic_output(self.exp / "train_summary.json") as tmp:
-            tmp.write_text(json.dumps(summary, indent=1))
+            tmp.write_text(json.dumps(finite_or_none(summary), indent=1, allow_nan=False))
         self._write_reports()
 
 
@@ -680,15 +838,51 @@ def _to_cpu(obj: Any) -> Any:
     return obj
 
 
+def finite_or_none(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN, inf) replaced by ``None`` (JSON ``null``)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_none(v) for v in obj]
+    return obj
+
+
+def json_line(row: dict[str, Any]) -> str:
+    """One strict-JSON line (``null`` for NaN / inf, which ``json`` would write as ``NaN``)."""
+    return json.dumps(finite_or_none(row), allow_nan=False)
+
+
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool)
 
 
 def load_model(path: Path | str, device: torch.device | str = "cpu") -> tuple[DNN, np.ndarray]:
-    """Load ``final.pt``: the model (eval mode) and its log-priors."""
-    payload = torch.load(path, map_location=device, weights_only=False)
-    model = DNN(payload["feat_dim"], payload["num_pdfs"], DNNConfig(**payload["model_cfg"])).to(device)
-    model.load_state_dict(payload["model"])
+    """Load ``final.pt``: the model (eval mode) and its log-priors.
+
+    Raises a one-line :class:`DataError` naming ``path`` when it is missing, not a
+    ``final.pt`` (corrupt, or another kind of file) or holds non-finite weights.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(str(path), "not found")
+    try:
+        payload = torch.load(path, map_location=device, weights_only=False)
+    except Exception as exc:
+        raise DataError(str(path), f"unreadable model file ({type(exc).__name__}: {' '.join(str(exc).split())})") from exc
+    keys = ("model", "feat_dim", "num_pdfs", "model_cfg", "log_priors")
+    if not isinstance(payload, dict) or any(k not in payload for k in keys):
+        have = sorted(payload) if isinstance(payload, dict) else type(payload).__name__
+        raise DataError(str(path), f"not a final.pt written by train-am (needs {', '.join(keys)}; has {have})")
+    bad = [k for k, v in payload["model"].items() if torch.is_tensor(v) and v.is_floating_point() and not bool(v.isfinite().all())]
+    if bad:
+        raise DataError(str(path), f"model has non-finite weights in {', '.join(bad)}")
+    try:
+        model = DNN(payload["feat_dim"], payload["num_pdfs"], DNNConfig(**payload["model_cfg"])).to(device)
+        model.load_state_dict(payload["model"])
+    except (TypeError, RuntimeError) as exc:
+        raise DataError(str(path), f"model does not match its config ({' '.join(str(exc).split())[:300]})") from exc
     model.eval()
     return model, np.asarray(payload["log_priors"])
 
@@ -707,9 +901,16 @@ def pseudo_loglikes(
     pri = torch.as_tensor(log_prior, dtype=torch.float32, device=device)
     for cut in feature_cuts:
         f = np.asarray(cut.load_features(), dtype=np.float32)
+        if f.ndim != 2 or f.shape[1] != model.feat_dim:
+            raise DataError(cut.id, f"features of shape {f.shape}, the model takes dimension {model.feat_dim}")
+        if not np.isfinite(f).all():
+            raise DataError(cut.id, "features have NaN/inf values")
         utt = Utterances([cut.id], f, np.full(f.shape[0], -1, np.int64), np.asarray([f.shape[0]]))
         fs = FrameSet(utt, model.cfg.context, device)
         out = []
         for x, _ in fs.batches(torch.arange(len(fs)), chunk):
             out.append(torch.log_softmax(model(x), dim=-1) - prior_scale * pri)
-        yield cut.id, torch.cat(out).cpu().numpy()
+        mat = torch.cat(out).cpu().numpy()
+        if not np.isfinite(mat).all():  # e.g. features far outside the training range
+            raise DataError(cut.id, "non-finite pseudo log-likelihoods")
+        yield cut.id, mat

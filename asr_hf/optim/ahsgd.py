@@ -575,7 +575,7 @@ class ApproxHessianSGD(torch.optim.Optimizer):
         self.capped = int(extra["capped"])
 
 
-@register_optimizer("ahsgd", kind=OptimizerKind.MINIBATCH, data_parallel="reducer")
+@register_optimizer("ahsgd", kind=OptimizerKind.MINIBATCH, data_parallel="reducer", options_from=(ApproxHessianSGD,))
 def build_ahsgd(model: nn.Module, loss_kind: LossKind, **options: Any) -> ApproxHessianSGD:
     """Multi-worker local SGD with an approximated-Hessian (multi-secant) sync step (arXiv 1709.05069)."""
     reducer = options.pop("reducer", None)

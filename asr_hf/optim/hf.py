@@ -82,6 +82,9 @@ class CurvatureKind(str, enum.Enum):
     HESSIAN = "hessian"
 
 
+#: ``nonfinite`` statistic of a step: what was not finite (0: nothing, the step went ahead)
+NONFINITE_CODES = {"loss": 1.0, "gradient": 2.0, "CG solution": 3.0}
+
 _STOP_CODES = {
     StopReason.PROGRESS: 0,
     StopReason.RESIDUAL: 1,
@@ -198,6 +201,13 @@ class HFConfig:
             raise ValueError("need 0 < damping_drop <= 1 <= damping_boost")
         if (self.chunk_size is not None and self.chunk_size < 1) or self.cg_max_iters < 1:
             raise ValueError("chunk_size and cg_max_iters must be positive")
+        # lambda only ever changes by factors: 0 would stay 0 (an undamped, often indefinite solve)
+        if not (math.isfinite(self.initial_damping) and self.initial_damping > 0):
+            raise ValueError(f"initial_damping must be > 0, got {self.initial_damping}")
+        if not (math.isfinite(self.min_damping) and 0 <= self.min_damping <= self.initial_damping):
+            raise ValueError(
+                f"min_damping must be in [0, initial_damping={self.initial_damping}], got {self.min_damping}"
+            )
 
 
 @contextlib.contextmanager
@@ -280,7 +290,9 @@ class HessianFree:
         ``loss`` (gradient-sample objective at the old parameters), ``heldout_loss_before``,
         ``heldout_loss`` (after the step), ``lambda`` (used), ``next_lambda``, ``rho``,
         ``cg_iters``, ``cg_stop`` (0 progress, 1 residual, 2 cap, 3 negative curvature,
-        4 mixed), ``chosen_iter``, ``step_rate``, ``accepted``, ``grad_samples``,
+        4 mixed), ``chosen_iter``, ``step_rate``, ``accepted``, ``nonfinite`` (0, or
+        :data:`NONFINITE_CODES`: a non-finite loss, gradient or CG solution rejected the
+        step, parameters unchanged, ``lambda`` raised), ``grad_samples``,
         ``curv_samples``, ``heldout_samples``, ``grad_norm``, ``step_norm``,
         ``heldout_evals``, ``lbfgs_pairs``, the ``time_*`` and ``wall_time`` seconds and
         cumulative ``examples_*`` counts.
@@ -352,6 +364,9 @@ class HessianFree:
             grad = grad + cfg.l2 * theta
             train_obj += 0.5 * cfg.l2 * float(theta.double().pow(2).sum())
         t_grad = time.perf_counter() - t0
+        if not (math.isfinite(train_obj) and bool(torch.isfinite(grad).all())):
+            return self._reject_nonfinite(k, lam, "loss" if not math.isfinite(train_obj) else "gradient",
+                                          train_obj, sample, ho_idx, t_start)  # fmt: skip
 
         # -- held-out objective at theta (reused from the previous step when valid)
         t0 = time.perf_counter()
@@ -396,6 +411,10 @@ class HessianFree:
         if precond is not None:
             precond.end_solve()
         t_cg = time.perf_counter() - t0
+        if not bool(torch.isfinite(res.x).all()):  # e.g. a NaN curvature product or preconditioner
+            self.counters["cg_iters_total"] += res.iterations
+            self.counters["examples_curv"] += float(op.examples_processed)
+            return self._reject_nonfinite(k, lam, "CG solution", train_obj, sample, ho_idx, t_start)
 
         # -- backtracking, reduction ratio, damping, line search
         t0 = time.perf_counter()
@@ -461,6 +480,7 @@ class HessianFree:
             "chosen_iter": float(chosen.iteration),
             "step_rate": rate,
             "accepted": float(accepted),
+            "nonfinite": 0.0,
             "grad_samples": float(sample.grad.numel()),
             "curv_samples": n_curv,
             "heldout_samples": float(ho_idx.numel()),
@@ -490,6 +510,27 @@ class HessianFree:
             rate,
             "" if accepted else " [rejected]",
         )
+        return dict(stats)
+
+    def _reject_nonfinite(
+        self, k: int, lam: float, what: str, train_obj: float, sample, ho_idx: Tensor, t_start: float
+    ) -> dict[str, float]:
+        """End the iteration without a step: the gradient sample's loss or gradient, or the
+        CG solution, is not finite.  The parameters are unchanged, ``lambda`` is raised and
+        the next solve starts from zero (not from a non-finite warm start)."""
+        self.damping = max(lam * self.config.damping_boost, self.config.min_damping)
+        self.prev_solution = torch.zeros_like(self.prev_solution)
+        self.sampler.advance()
+        self.num_steps += 1
+        self.counters["examples_grad"] += float(sample.grad.numel())
+        stats = {
+            "iteration": float(k), "loss": train_obj, "lambda": lam, "next_lambda": self.damping,
+            "accepted": 0.0, "nonfinite": NONFINITE_CODES[what], "step_rate": 0.0, "step_norm": 0.0,
+            "grad_samples": float(sample.grad.numel()), "curv_samples": float(sample.curv.numel()),
+            "heldout_samples": float(ho_idx.numel()), "wall_time": time.perf_counter() - t_start, **self.counters,
+        }  # fmt: skip
+        self._stats = stats
+        logger.warning("HF %d: non-finite %s; step rejected, lambda %.3g -> %.3g", k, what, lam, self.damping)
         return dict(stats)
 
     def _backtrack(self, data: SampledData, idx: Tensor, theta: Tensor, res: CGResult):
@@ -589,7 +630,9 @@ def _make_factory(defaults: dict[str, Any], doc: str):
 
 
 for _name, (_defaults, _doc) in _VARIANTS.items():
-    register_optimizer(_name, OptimizerKind.SAMPLED, help=_doc, data_parallel="reducer")(_make_factory(_defaults, _doc))
+    register_optimizer(_name, OptimizerKind.SAMPLED, help=_doc, data_parallel="reducer", options_from=(HFConfig,))(
+        _make_factory(_defaults, _doc)
+    )
 
 HF_VARIANTS: dict[str, dict[str, Any]] = {name: dict(d) for name, (d, _) in _VARIANTS.items()}
 """Registered HF names -> the options they preset."""

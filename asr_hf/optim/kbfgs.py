@@ -380,7 +380,7 @@ class KBFGSL(KBFGS):
             self.memories[layer.name].load_state_dict(st)
 
 
-@register_optimizer("kbfgs", kind=OptimizerKind.MINIBATCH)
+@register_optimizer("kbfgs", kind=OptimizerKind.MINIBATCH, options_from=(KBFGS,))
 def build_kbfgs(model: nn.Module, loss_kind: LossKind, **options: Any) -> KBFGS:
     """K-BFGS (dense BFGS pre-activation factor, double damping, two passes per step).
 
@@ -392,7 +392,7 @@ def build_kbfgs(model: nn.Module, loss_kind: LossKind, **options: Any) -> KBFGS:
     return KBFGS(model, loss_kind, **options)
 
 
-@register_optimizer("kbfgs_l", kind=OptimizerKind.MINIBATCH)
+@register_optimizer("kbfgs_l", kind=OptimizerKind.MINIBATCH, options_from=(KBFGSL, KBFGS))
 def build_kbfgs_l(model: nn.Module, loss_kind: LossKind, **options: Any) -> KBFGSL:
     """K-BFGS(L) (L-BFGS pre-activation factor); options of kbfgs plus memory, initial_scale."""
     return KBFGSL(model, loss_kind, **options)

@@ -189,7 +189,7 @@ class KFAC(KroneckerOptimizer):
         return loss
 
 
-@register_optimizer("kfac", kind=OptimizerKind.MINIBATCH)
+@register_optimizer("kfac", kind=OptimizerKind.MINIBATCH, options_from=(KFAC,))
 def build_kfac(model: nn.Module, loss_kind: LossKind, **options: Any) -> KFAC:
     """KFAC (sampled or empirical Fisher, sqrt(lambda) or pi damping, periodic inverses).
 

@@ -112,3 +112,60 @@ def test_feature_ark_round_trip(tmp_path):
         np.testing.assert_allclose(by_id[cut.id].load_features(), cut.load_features(), atol=1e-2)
         assert by_id[cut.id].supervisions[0].speaker == cut.supervisions[0].speaker
         assert by_id[cut.id].num_frames == cut.num_frames
+
+
+def test_short_and_missing_audio_named_and_skipped_one_line_each(tmp_path):
+    """Audio under one 25 ms window (torchaudio asserts) and a deleted file: each a
+    DataError naming the cut / file; with skip_bad, one line per cut in skipped_<split>.txt."""
+    from asr_hf.features.extract import extract_cut, make_extractor
+
+    cuts = list(_cuts(tmp_path, n=3, seconds=(1.0, 0.0125, 0.8)))
+    good, short, gone = cuts
+    (tmp_path / f"{gone.id}.wav").unlink()
+    ex = make_extractor("fbank")
+    with pytest.raises(DataError) as err:
+        extract_cut(short, ex)
+    assert str(err.value) == f"{short.id}: audio shorter than one analysis window (200 samples < 400, 25 ms at 16000 Hz)"
+    with pytest.raises(DataError) as err:
+        extract_cut(gone, ex)
+    assert str(err.value) == f"{tmp_path / gone.id}.wav: not found"
+
+    out = compute_features(CutSet.from_cuts(cuts), "fbank", tmp_path / "fb", "train", jobs=1, skip_bad=True,
+                           progress=False)
+    assert [c.id for c in out] == [good.id]
+    lines = (tmp_path / "fb" / "skipped_train.txt").read_text().splitlines()
+    assert sorted(lines) == sorted([
+        f"{short.id}\t{short.id}: audio shorter than one analysis window (200 samples < 400, 25 ms at 16000 Hz)",
+        f"{gone.id}\t{tmp_path / gone.id}.wav: not found",
+    ])
+
+
+def test_lhotse_multiline_errors_become_one_line(tmp_path, monkeypatch):
+    """lhotse's sample-count check says "Please report this issue in Lhotse" over several
+    lines (plus "[extra info]" with the whole manifest); soundfile's errors re-raised by
+    lhotse's wrapper surface as "TypeError: an integer is required"."""
+    from lhotse.audio.recording import assert_and_maybe_fix_num_samples
+    from lhotse.utils import rich_exception_info
+
+    from asr_hf.features.extract import load_cut_audio
+
+    cut = next(iter(_cuts(tmp_path, n=1)))
+
+    @rich_exception_info
+    def short_read(self, *a, **k):
+        return assert_and_maybe_fix_num_samples(np.zeros((1, 4000)), offset=0.0, duration=1.0, recording=self.recording)
+
+    monkeypatch.setattr(MonoCut, "load_audio", short_read)
+    with pytest.raises(DataError) as err:
+        load_cut_audio(cut)
+    assert str(err.value) == f"{tmp_path / cut.id}.wav: unreadable audio (truncated audio: 4000 samples, manifest says 16000)"
+
+    (tmp_path / f"{cut.id}.wav").write_bytes(b"RIFF\x00\x00garbage")
+    monkeypatch.undo()
+    from lhotse.audio.backend import audio_backend
+
+    with audio_backend("LibsndfileBackend"), pytest.raises(DataError) as err:
+        load_cut_audio(cut)
+    msg = str(err.value)
+    assert "\n" not in msg and "TypeError" not in msg and "[extra info]" not in msg
+    assert msg == f"{tmp_path / cut.id}.wav: unreadable audio (LibsndfileError: Error opening '{tmp_path / cut.id}.wav': Format not recognised)"

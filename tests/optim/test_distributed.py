@@ -124,6 +124,12 @@ def test_distributed_hf_iterations_equal_single_process(two_process_results, nam
         for a, b in zip(d_stats, stats):
             assert a.keys() == b.keys()
             for k in a:
+                if k == "cg_iters":
+                    # the discrete end of a CG run may flip by one iteration on summation-order
+                    # rounding (the preconditioned solve amplifies it in its last, unused
+                    # iterations); the kept iterates, the chosen step and theta agree
+                    assert abs(a[k] - b[k]) <= 1, k
+                    continue
                 assert a[k] == pytest.approx(b[k], rel=1e-8, abs=1e-12), k
         assert d_state["sampler"]["iteration"] == state["sampler"]["iteration"]
     # both ranks end bitwise identical: nothing rank-dependent survives the reductions
