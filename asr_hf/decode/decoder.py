@@ -36,14 +36,12 @@ import numpy as np
 from tqdm import tqdm
 
 from asr_hf.decode.graph import GRAPH_FST, TRANSITION_MODEL, load_graph_info, read_tid2pdf
+from asr_hf.nnet.priors import DISABLED_LOG_PRIOR, priors_from_counts  # noqa: F401  (the one priors rule)
 from asr_hf.utils.errors import DataError
 from asr_hf.utils.io import Pathlike
 from asr_hf.utils.kaldi import kfst, khg
 
 log = logging.getLogger(__name__)
-
-#: Kaldi nnet1's log-prior for disabled pdfs: ``sqrt(FLT_MAX)`` (finite, so no NaN).
-DISABLED_LOG_PRIOR = float(np.sqrt(np.finfo(np.float32).max))
 
 MatrixFn = Callable[[np.ndarray], np.ndarray]
 
@@ -113,38 +111,6 @@ class Hypothesis:
 
 
 # --------------------------------------------------------------------------- matrices
-
-
-def priors_from_counts(pdf_counts: Sequence[float] | np.ndarray, floor: float = 1e-10) -> np.ndarray:
-    """Log-priors from pdf occupation counts, the way Kaldi nnet1 computes them.
-
-    ``log_prior[i] = log(count[i] / total)``; pdfs whose prior is below
-    ``floor`` (in particular pdfs never seen) are disabled by a log-prior of
-    ``sqrt(FLT_MAX)``, which makes their pseudo log-likelihood hugely negative
-    (but finite).
-
-    Args:
-        pdf_counts: shape ``(num_pdfs,)``, non-negative (e.g. frames per pdf in
-            the training alignments, see :func:`pdf_counts_from_alignments`).
-        floor: prior below which a pdf is disabled (Kaldi's ``--prior-floor``).
-
-    Returns:
-        float32 array, shape ``(num_pdfs,)``.
-    """
-    counts = np.asarray(pdf_counts, dtype=np.float64)
-    if counts.ndim != 1 or counts.size == 0:
-        raise ValueError(f"pdf_counts must be a non-empty vector, got shape {counts.shape}")
-    if np.any(counts < 0) or not np.all(np.isfinite(counts)):
-        raise ValueError("pdf_counts must be finite and non-negative")
-    total = counts.sum()
-    if total <= 0:
-        raise ValueError("pdf_counts sum to zero")
-    prior = counts / total
-    disabled = prior < floor
-    out = np.where(disabled, DISABLED_LOG_PRIOR, np.log(np.where(disabled, 1.0, prior)))
-    if disabled.any():
-        log.info("priors: %d of %d pdfs have prior < %g and are disabled", disabled.sum(), counts.size, floor)
-    return out.astype(np.float32)
 
 
 def pdf_counts_from_alignments(alignments: Iterable[np.ndarray], num_pdfs: int) -> np.ndarray:

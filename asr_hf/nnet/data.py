@@ -227,13 +227,9 @@ def pdf_counts(targets: np.ndarray | torch.Tensor, num_pdfs: int) -> np.ndarray:
     return torch.bincount(t.cpu(), minlength=num_pdfs).numpy()
 
 
-def log_priors(counts: np.ndarray, floor: float = 1e-8) -> np.ndarray:
-    """Kaldi nnet1 priors: ``log(count / total)``; pdfs never seen get a huge prior (disabled)."""
-    counts = np.asarray(counts, dtype=np.float64)
-    total = counts.sum()
-    if total <= 0:
-        raise ValueError("empty pdf counts")
-    pri = np.full(counts.shape, math.log(1e30))  # never-seen pdfs: pseudo-likelihood -> -inf-ish
-    seen = counts > 0
-    pri[seen] = np.log(np.maximum(counts[seen] / total, floor))
-    return pri
+def log_priors(counts: np.ndarray) -> np.ndarray:
+    """Kaldi nnet1 log-priors of the pdfs (:func:`asr_hf.nnet.priors.priors_from_counts`,
+    the rule decoding uses too)."""
+    from asr_hf.nnet.priors import priors_from_counts
+
+    return priors_from_counts(counts)

@@ -187,3 +187,17 @@ def test_hf_convergence_rule_stops_on_a_plateau():
     assert converged()  # 1.4 -> 1.397: 0.2% < 1% over 3 iterations
     conv.enabled = False
     assert not converged()
+
+
+@pytest.mark.slow
+def test_training_priors_equal_decode_priors_from_pdf_counts(recipe_root):
+    """One priors rule: final.pt's log-priors (training) equal what decode-matrices
+    --pdf-counts computes from the alignment stage's pdf counts."""
+    from asr_hf.gmm.targets import read_pdf_counts
+    from asr_hf.nnet.priors import priors_from_counts
+
+    exp = recipe_root / "exp" / "priors"
+    Trainer(_cfg(recipe_root, "optim=sgd", "trainer.max_epochs=1", f"trainer.exp_dir={exp}"), root=recipe_root).train()
+    _, pri = load_model(exp / "final.pt")
+    counts = read_pdf_counts(recipe_root / "exp" / "tri1" / "ali" / "pdf_counts_train.txt")
+    np.testing.assert_array_equal(pri, priors_from_counts(counts))
