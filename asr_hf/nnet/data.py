@@ -17,7 +17,6 @@ device, with no per-batch host-device copy.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence
 
