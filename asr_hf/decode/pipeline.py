@@ -61,8 +61,13 @@ def decode_and_score(
     acwt_source: str = "fixed",
     meta: Optional[Mapping[str, Any]] = None,
     ignore_words: Iterable[str] = (),
+    max_extensions: int = 4,
 ) -> dict[str, Any]:
     """Decode a set (sweeping the acoustic weight if several are given), score, write the decode dir.
+
+    A sweep whose best weight lies at one of its edges extends itself by one more weight
+    beyond that edge (the sweep's own ratio there, at least 1.2x) until the best is
+    bracketed, up to ``max_extensions`` times; the sweep and the chosen weight are recorded.
 
     Args:
         graph_dir: the graph directory.
@@ -76,28 +81,51 @@ def decode_and_score(
         acwt_source: recorded provenance of the acoustic weight.
         meta: extra ``wer.json`` fields (model, features...).
         ignore_words: words not scored (e.g. ``<unk>``).
+        max_extensions: how often a sweep may extend itself past an edge (0: never).
 
     Returns:
         The ``wer.json`` record.
     """
     cfg = config or DecodeConfig()
     weights = list(acwts) if acwts else [cfg.acwt]
-    t0 = time.perf_counter()
-    all_hyps = decode_hypotheses(graph_dir, eval_set.items, cfg, log_priors, weights, matrix_fn)
-    wall = time.perf_counter() - t0
-
     ignore = list(ignore_words)
-    sweep = []
-    results = {}
-    for a, hyps in all_hyps.items():
-        res = score(eval_set.refs, {u: h.words for u, h in hyps.items()}, eval_set.speakers, ignore)
-        results[a] = res
-        sweep.append({"acwt": a, "lmwt": round(1 / a, 4), "wer_percent": res.to_json()["wer_percent"]})
-    best = min(results, key=lambda a: (results[a].total.wer, abs(math.log(a / cfg.acwt))))
+    items: Iterable[tuple[str, np.ndarray]] = eval_set.items
+    if len(weights) > 1 and max_extensions > 0:
+        items = list(items)  # a sweep that extends itself decodes the set again
+    t0 = time.perf_counter()
+    all_hyps = decode_hypotheses(graph_dir, items, cfg, log_priors, weights, matrix_fn)
+    results = {a: score(eval_set.refs, {u: h.words for u, h in hyps.items()}, eval_set.speakers, ignore)
+               for a, hyps in all_hyps.items()}  # fmt: skip
+
+    def pick() -> float:
+        return min(results, key=lambda a: (results[a].total.wer, abs(math.log(a / cfg.acwt))))
+
+    extended = 0
+    while len(weights) > 1 and extended < max_extensions:
+        ws, best = sorted(results), pick()
+        if best == ws[0]:
+            new_w = ws[0] / max(ws[1] / ws[0], 1.2)
+        elif best == ws[-1]:
+            new_w = ws[-1] * max(ws[-1] / ws[-2], 1.2)
+        else:
+            break  # the optimum is bracketed
+        log.info("acwt sweep: best %g is at the edge of %s; extending to %g", best, ws, new_w)
+        more = decode_hypotheses(graph_dir, items, cfg, log_priors, [new_w], matrix_fn)
+        for a, hyps in more.items():
+            all_hyps[a] = hyps
+            results[a] = score(eval_set.refs, {u: h.words for u, h in hyps.items()}, eval_set.speakers, ignore)
+        extended += 1
+    wall = time.perf_counter() - t0
+    sweep = [{"acwt": a, "lmwt": round(1 / a, 4), "wer_percent": results[a].to_json()["wer_percent"]}
+             for a in sorted(results)]  # fmt: skip
+    best = pick()
     hyps = all_hyps[best]
     if len(weights) > 1:
-        acwt_source = f"best of {len(weights)} on this set"
+        acwt_source = f"best of {len(results)} on this set" + (f" (sweep extended {extended}x)" if extended else "")
         log.info("acwt sweep: %s -> %g", ", ".join(f"{s['acwt']:g}: {s['wer_percent']}" for s in sweep), best)
+        edge = best in (min(results), max(results))
+        if edge:
+            log.warning("acwt %g is still at the edge of the sweep after %d extensions", best, extended)
 
     record: dict[str, Any] = {
         "acwt": best,
@@ -107,6 +135,7 @@ def decode_and_score(
         "decode": {**cfg.to_dict(), "acwt": best},
         "graph": str(graph_dir),
         "hybrid_priors": log_priors is not None,
+        **({"sweep_extended": extended, "sweep_best_at_edge": edge} if len(weights) > 1 else {}),
         "ignore_words": ignore,
         **_timing(hyps.values(), wall),
         **(meta or {}),

@@ -117,3 +117,31 @@ def test_cli_decode_matrices_score_compare(exp_tree, toy_graph, tmp_path, capsys
     assert "| other | - | 0.00 [0.00, 0.00] | - |" in table and (tmp_path / "c.png").is_file()
     # bad input is one line, exit 2
     assert main(["score", str(tmp_path / "nope"), str(tmp_path / "hyp")]) == 2
+
+
+def test_acwt_sweep_extends_past_an_edge(monkeypatch, tmp_path):
+    """A sweep whose best weight is its largest decodes once more beyond it (the sweep's
+    own ratio there) until the optimum is bracketed, and records that."""
+    import asr_hf.decode.pipeline as P
+    from asr_hf.decode.decoder import Hypothesis
+
+    calls = []
+    refs = {"u1": ["a", "b"], "u2": ["c"]}
+
+    def fake_decode(graph_dir, items, cfg, log_priors, acwts, matrix_fn):
+        items = list(items)
+        calls.append(list(acwts))
+        # u1 is right from acwt 0.2 on, u2 only in [0.3, 0.5]: the optimum lies beyond the sweep
+        ok = {"u1": lambda a: a >= 0.2, "u2": lambda a: 0.3 <= a <= 0.5}
+        return {a: {u: Hypothesis(words=list(refs[u]) if ok[u](a) else ["x"], num_frames=5, score=0.0)
+                    for u, _ in items} for a in acwts}  # fmt: skip
+
+    monkeypatch.setattr(P, "decode_hypotheses", fake_decode)
+    items = iter([("u1", np.zeros((5, 2))), ("u2", np.zeros((5, 2)))])  # consumed once
+    rec = P.decode_and_score("g", tmp_path / "sys" / "decode_dev", P.EvalSet("dev", items, refs),
+                             DecodeConfig(), acwts=[0.05, 0.1, 0.2])  # fmt: skip
+    # 0.2 * (0.2 / 0.1) = 0.4 is best and again at the edge: 0.4 * 2 = 0.8 brackets it
+    assert calls == [[0.05, 0.1, 0.2], [0.4], [0.8]]
+    assert rec["acwt"] == 0.4 and rec["wer_percent"] == 0.0
+    assert [s["acwt"] for s in rec["sweep"]] == [0.05, 0.1, 0.2, 0.4, 0.8]
+    assert rec["sweep_extended"] == 2 and rec["sweep_best_at_edge"] is False
