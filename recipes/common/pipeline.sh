@@ -67,13 +67,15 @@ run_pipeline() {
 
   if want 3; then
     log "Stage 3: monophone GMM-HMM (flat start)"
-    [ -f exp/mono/final.mdl ] || asr-hf train-mono data/mfcc/cuts_train.jsonl.gz data/lang exp/mono \
+    # train-mono / train-tri skip a directory whose .done marker (written last) exists; final.mdl
+    # alone is not completion (it is written before the final alignment)
+    asr-hf train-mono data/mfcc/cuts_train.jsonl.gz data/lang exp/mono \
       --totgauss "$mono_totgauss" $jobs_opt
   fi
 
   if want 4; then
     log "Stage 4: tied-triphone GMM-HMM (decision tree, $tri_leaves leaves)"
-    [ -f exp/tri1/final.mdl ] || asr-hf train-tri data/mfcc/cuts_train.jsonl.gz data/lang exp/mono exp/tri1 \
+    asr-hf train-tri data/mfcc/cuts_train.jsonl.gz data/lang exp/mono exp/tri1 \
       --num-leaves "$tri_leaves" --totgauss "$tri_totgauss" $jobs_opt
   fi
 
