@@ -684,8 +684,9 @@ class Trainer:
         """Kaldi nnet1's schedule on the held-out set.  ``criterion=accuracy`` (nnet1 as
         used in the papers' era): an epoch must raise frame accuracy or it is rolled back;
         halving starts once the gain is below ``start_halving_inc`` points and training
-        stops once halving and below ``end_halving_inc``.  ``criterion=loss`` (later
-        nnet1): the same on cross-entropy with relative thresholds ``*_halving_impr``."""
+        stops once halving and below ``end_halving_inc``, or when an epoch is rejected while
+        halving.  ``criterion=loss`` (later nnet1): the same on cross-entropy with relative
+        thresholds ``*_halving_impr``."""
         nb = self.cfg.trainer.newbob
         by_acc = nb.criterion == "accuracy"
         prev_loss, prev_acc = self.state.best_heldout, self.state.best_heldout_acc
@@ -695,10 +696,16 @@ class Trainer:
             what = f"accuracy {100 * acc:.2f}% <= {100 * prev_acc:.2f}%" if by_acc else f"loss {loss:.4f} >= {prev_loss:.4f}"
             if not finite:
                 what = f"loss {loss} / accuracy {acc} not finite"
-            log.info("epoch rejected: held-out %s; rolling back, halving lr", what)
             self.model.load_state_dict(snapshot[0])
             self.optimizer.load_state_dict(snapshot[1])
             loss, acc = self._evaluate()
+            if self.state.halving and self.state.epoch >= nb.min_epochs:
+                # nnet1's train_scheduler.sh: a rejected epoch leaves the improvement at 0,
+                # below end_halving, so training that is already halving stops here
+                log.info("epoch rejected while halving: held-out %s; rolled back, stopping", what)
+                self.state.done, self.state.stop_reason = True, "newbob"
+                return loss, acc
+            log.info("epoch rejected: held-out %s; rolling back, halving lr", what)
             self.state.halving = True
             self.state.lr_scale *= nb.halving_factor
             self._set_lr_scale(self.state.lr_scale)

@@ -165,6 +165,10 @@ def test_newbob_on_frame_accuracy_rolls_back_halves_and_stops():
     stub.state.best_heldout_acc = 0.43
     newbob(stub, 1.7, 0.4305, ("m", "o"))  # +0.05 points while halving: stop
     assert stub.state.done and stub.state.lr_scale == 0.25
+    # an epoch rejected while halving stops too (it does not halve forever)
+    stub.state.done, stub.state.best_heldout_acc = False, 0.4305
+    assert newbob(stub, 1.6, 0.42, ("m2", "o2")) == (2.0, 0.40)
+    assert stub.state.done and stub.state.stop_reason == "newbob" and stub.state.lr_scale == 0.25
 
 
 def test_hf_convergence_rule_stops_on_a_plateau():

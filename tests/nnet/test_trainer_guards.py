@@ -96,8 +96,10 @@ def test_newbob_treats_nan_as_worse_than_anything():
         # a NaN loss with an accuracy that looks better (argmax of NaN logits) is still rejected
         assert Trainer._newbob(stub, float("nan"), 0.45, ("m", "o")) == (2.0, 0.40), criterion
         assert loads == ["m", "o"] and stub.state.lr_scale == 0.5 and stub.state.best_heldout == 2.0
+        # rejected again, now while halving: rolled back, and newbob stops (nnet1)
         assert Trainer._newbob(stub, 1.9, float("nan"), ("m", "o")) == (2.0, 0.40)
-        assert stub.state.best_heldout_acc == 0.40 and stub.state.lr_scale == 0.25
+        assert stub.state.best_heldout_acc == 0.40 and stub.state.lr_scale == 0.5
+        assert stub.state.done and stub.state.stop_reason == "newbob"
 
 
 def test_final_pt_refused_for_nonfinite_weights_and_summary_is_strict_json(recipe_root):
