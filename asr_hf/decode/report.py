@@ -385,10 +385,14 @@ def hf_speedup_section(exp_root: Pathlike, baseline: str = "hf") -> str:
     if not names:
         return ""
     results, summaries = compare_seeds(root, baseline, names)
-    return (f"## HF speed-up at baseline `{baseline}`'s converged held-out cross-entropy\n\n"
-            "Speed-up = baseline time to target / candidate time to target (a miss counts as 0x); work ratio = "
-            "baseline / candidate gradient + curvature examples to the target; WER differences with 95% "
-            "paired-bootstrap intervals.\n\n" + seed_table(summaries) + "\nPer seed:\n\n" + speedup_table(results))
+    head = (
+        f"## HF speed-up at baseline `{baseline}`'s final held-out cross-entropy\n\n"
+        "The target is the baseline's final held-out CE: its converged CE where the stop column says "
+        "`converged`. Speed-up = baseline time to target / candidate time to target (a miss counts as 0x); "
+        "work ratio = baseline / candidate gradient + curvature examples to the target; WER differences "
+        "with 95% paired-bootstrap intervals.\n\n"
+    )
+    return head + seed_table(summaries) + "\nPer seed:\n\n" + speedup_table(results)
 
 
 def results_markdown(exp_root: Pathlike, title: str = "Results", paired_against: Optional[str] = None) -> str:

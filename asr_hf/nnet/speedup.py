@@ -99,16 +99,18 @@ def _decode_dirs(exp_dir: Path) -> dict[str, Path]:
     return {p.parent.name[len("decode_"):]: p.parent for p in sorted(exp_dir.glob("decode_*/wer.json"))}
 
 
-def compare_runs(baseline: Pathlike, candidate: Pathlike) -> Speedup:
-    """Speed-up of ``candidate`` over ``baseline`` at the baseline's final held-out loss."""
+def compare_runs(baseline: Pathlike, candidate: Pathlike, target: Optional[float] = None) -> Speedup:
+    """Speed-up of ``candidate`` over ``baseline`` at ``target`` held-out loss (default:
+    the baseline's final one, its converged loss when it stopped by convergence)."""
     from asr_hf.decode.significance import paired_bootstrap, utterance_errors
 
     b_dir, c_dir = Path(baseline), Path(candidate)
     b_rows, c_rows = read_log(b_dir), read_log(c_dir)
-    target = float(b_rows[-1]["heldout_loss"])
+    target = float(b_rows[-1]["heldout_loss"]) if target is None else float(target)
     b_time = time_to_target(b_rows, target)
     c_time = time_to_target(c_rows, target)
-    assert b_time is not None
+    if b_time is None:
+        raise DataError(str(b_dir), f"the baseline never reached the target held-out loss {target}")
     b_dec, c_dec = _decode_dirs(b_dir), _decode_dirs(c_dir)
     wer: dict[str, dict[str, Any]] = {}
     for s in sorted(set(b_dec) | set(c_dec)):
@@ -189,15 +191,18 @@ def runs_by_seed(exp_root: Pathlike, optimizer: str) -> dict[int, Path]:
     return out
 
 
-def compare_seeds(exp_root: Pathlike, baseline: str, candidates: Sequence[str]) -> tuple[list[Speedup], list[SeedSummary]]:
-    """Every candidate seed against the baseline run of the same seed."""
+def compare_seeds(
+    exp_root: Pathlike, baseline: str, candidates: Sequence[str], target: Optional[float] = None
+) -> tuple[list[Speedup], list[SeedSummary]]:
+    """Every candidate seed against the baseline run of the same seed (at ``target``, or
+    at each baseline seed's final held-out loss)."""
     base = runs_by_seed(exp_root, baseline)
     if not base:
         raise DataError(str(exp_root), f"no run exp/dnn_{baseline}[_s<seed>] with a train_log.jsonl")
     results, summaries = [], []
     for cand in candidates:
         runs = runs_by_seed(exp_root, cand)
-        rs = [compare_runs(base[s], runs[s]) for s in sorted(runs) if s in base]
+        rs = [compare_runs(base[s], runs[s], target) for s in sorted(runs) if s in base]
         if not rs:
             continue
         results += rs

@@ -54,3 +54,13 @@ def test_seeds_pair_with_the_baseline_of_the_same_seed_and_misses_count(tmp_path
     assert lb.seeds == 2 and lb.reached == 1 and lb.min_speedup == 0.0 and lb.max_speedup == pytest.approx(2.0)
     assert lb.median_speedup == pytest.approx(1.0)  # median of {0 (miss), 2}
     assert "1/2" in seed_table(summaries)
+
+
+def test_explicit_target_and_a_baseline_that_never_reaches_it(tmp_path):
+    base = _run(tmp_path, "dnn_hf", [(0, 3.0), (50, 2.0), (100, 1.5)], stop="max_iters")
+    fast = _run(tmp_path, "dnn_hf_sampled", [(0, 3.0), (20, 2.0), (40, 1.6)], stop="max_iters")
+    r = compare_runs(base, fast, target=2.0)  # a common target both reached
+    assert r.target_heldout_loss == 2.0 and r.speedup == pytest.approx(50 / 20)
+    assert r.baseline_stop == "max_iters"
+    with pytest.raises(Exception, match="never reached"):
+        compare_runs(base, fast, target=1.0)
