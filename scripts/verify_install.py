@@ -65,6 +65,10 @@ def check_versions(pins: dict[str, str]) -> None:
     """Installed packages named by the lock carry the locked version; asr_hf's own
     runtime requirements (those without an extra marker) are all installed."""
     for dist in md.distributions():
+        # packages vendored inside another (setuptools/_vendor/packaging-*.dist-info, put on
+        # sys.path once setuptools is imported) are not installed distributions
+        if "_vendor" in Path(str(getattr(dist, "_path", ""))).parts:
+            continue
         name = canonical(dist.metadata["Name"] or "")
         if name in pins and dist.version != pins[name]:
             raise CheckFailed(
