@@ -87,7 +87,10 @@ def test_loglike_rises_and_alignments_valid(systems, tiny_corpus):
         _check_alignments(systems / sysdir / "ali", "train", system.num_pdfs, tiny_corpus.mfcc_cuts("train"))
         # the impossible utterance is reported and skipped, never fatal
         failed = (systems / sysdir / "ali" / "failed_train.txt").read_text()
-        assert failed.startswith(BROKEN + "\t")
+        # the broken utterance is reported; a real one may also miss the retry beam (GMM
+        # training is not bit-deterministic yet), and every failure is one line
+        lines = failed.splitlines()
+        assert any(ln.startswith(BROKEN + "\t") for ln in lines) and all("\t" in ln for ln in lines)
     assert all(r["failed"] >= 1 for r in mono_log)
 
 
