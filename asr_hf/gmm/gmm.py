@@ -213,7 +213,14 @@ class GmmStats:
         return np.add.reduceat(self.occ, gmm.offsets[:-1]) if gmm.num_gauss else np.zeros(0)
 
 
-def accumulate(gmm: GmmSet, stats: GmmStats, feats: np.ndarray, pdfs: np.ndarray) -> None:
+def accumulate(
+    gmm: GmmSet,
+    stats: GmmStats,
+    feats: np.ndarray,
+    pdfs: np.ndarray,
+    weights: Optional[np.ndarray] = None,
+    frame_moments: bool = False,
+) -> Optional[tuple[np.ndarray, np.ndarray]]:
     """Add Viterbi-aligned statistics: frame ``t`` belongs to pdf ``pdfs[t]``.
 
     Within each pdf the Gaussian posteriors are computed exactly (as Kaldi's
@@ -222,19 +229,33 @@ def accumulate(gmm: GmmSet, stats: GmmStats, feats: np.ndarray, pdfs: np.ndarray
 
     Args:
         feats: (T, D) features; pdfs: (T,) int pdf ids.
+        weights: (T,) frame weights multiplying the posteriors (e.g. 0 on silence, as
+            ``weight-silence-post``); ``loglike`` and ``frames`` stay unweighted.
+        frame_moments: also return the per-frame moments the transform estimators
+            need (:mod:`asr_hf.gmm.mllt`, :mod:`asr_hf.gmm.fmllr`).
+
+    Returns:
+        None, or with ``frame_moments`` the (T, D) arrays ``a_t = sum_m g_tm mu_m / v_m``
+        and ``b_t = sum_m g_tm / v_m`` (``g_tm`` the weighted posteriors), in frame order.
     """
     x = np.asarray(feats, dtype=np.float64)
     pdfs = np.asarray(pdfs, dtype=np.int64)
     if x.shape[0] != pdfs.shape[0]:
         raise ValueError(f"{x.shape[0]} frames but {pdfs.shape[0]} alignment entries")
+    if x.shape[1] != gmm.dim:
+        raise ValueError(f"{x.shape[1]}-dim features for a {gmm.dim}-dim model")
+    fa = np.zeros_like(x) if frame_moments else None
+    fb = np.zeros_like(x) if frame_moments else None
     if x.shape[0] == 0:
-        return
+        return (fa, fb) if frame_moments else None
+    w_all = None if weights is None else np.asarray(weights, dtype=np.float64)
     order = np.argsort(pdfs, kind="stable")
     ps = pdfs[order]
     bounds = np.flatnonzero(np.diff(ps)) + 1
     starts = np.concatenate([[0], bounds])
     ends = np.concatenate([bounds, [len(ps)]])
     xs = x[order]
+    ws = None if w_all is None else w_all[order]
     x2s = xs * xs
     inv = 1.0 / gmm.vars
     mi = gmm.means * inv
@@ -247,9 +268,19 @@ def accumulate(gmm: GmmSet, stats: GmmStats, feats: np.ndarray, pdfs: np.ndarray
         if s.stop - s.start == 1:
             ll = gc[s.start] + xb @ mi[s.start] - 0.5 * (x2b @ inv[s.start])
             total += float(ll.sum())
-            stats.occ[s.start] += b - a
-            stats.x[s.start] += xb.sum(0)
-            stats.x2[s.start] += x2b.sum(0)
+            if ws is None:
+                stats.occ[s.start] += b - a
+                stats.x[s.start] += xb.sum(0)
+                stats.x2[s.start] += x2b.sum(0)
+            else:
+                wb = ws[a:b]
+                stats.occ[s.start] += wb.sum()
+                stats.x[s.start] += wb @ xb
+                stats.x2[s.start] += wb @ x2b
+            if frame_moments:
+                wcol = np.ones((b - a, 1)) if ws is None else ws[a:b, None]
+                fa[order[a:b]] = wcol * mi[s.start]
+                fb[order[a:b]] = wcol * inv[s.start]
             continue
         ll = xb @ mi[s].T - 0.5 * (x2b @ inv[s].T) + gc[s]
         m = ll.max(1, keepdims=True)
@@ -257,11 +288,32 @@ def accumulate(gmm: GmmSet, stats: GmmStats, feats: np.ndarray, pdfs: np.ndarray
         tot = e.sum(1, keepdims=True)
         post = e / tot
         total += float((np.log(tot) + m).sum())
+        if ws is not None:
+            post *= ws[a:b, None]
         stats.occ[s] += post.sum(0)
         stats.x[s] += post.T @ xb
         stats.x2[s] += post.T @ x2b
+        if frame_moments:
+            fa[order[a:b]] = post @ mi[s]
+            fb[order[a:b]] = post @ inv[s]
     stats.loglike += total
     stats.frames += int(x.shape[0])
+    return (fa, fb) if frame_moments else None
+
+
+def weighted_outer(weights: np.ndarray, vecs: np.ndarray, chunk: int = 2048) -> np.ndarray:
+    """``out[i] = sum_t weights[t, i] vecs_t vecs_t^T``: (D, E, E) from (T, D) weights and (T, E) vectors.
+
+    One (D, T) x (T, E*E) matrix product per chunk of frames, float64.
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    y = np.asarray(vecs, dtype=np.float64)
+    d, e = w.shape[1], y.shape[1]
+    out = np.zeros((d, e * e))
+    for a in range(0, len(y), chunk):
+        yb = y[a : a + chunk]
+        out += w[a : a + chunk].T @ (yb[:, :, None] * yb[:, None, :]).reshape(len(yb), e * e)
+    return out.reshape(d, e, e)
 
 
 @dataclass(frozen=True)
