@@ -2,6 +2,8 @@
 
     asr-hf train-mono CUTS LANG EXP [--jobs N] [--totgauss 1000] [--num-iters 40] [--boost-silence 1.0]
     asr-hf train-tri  CUTS LANG SRC_EXP EXP [--num-leaves 2000] [--totgauss 10000] [--num-iters 35] ...
+    asr-hf train-lda-mllt CUTS LANG SRC_EXP EXP [--num-leaves 2500] [--totgauss 15000] [--dim 40] [--splice 3]
+                                                [--mllt-iters 2,4,6,12] ...
     asr-hf align      CUTS LANG EXP [--split NAME] [--out DIR] [--jobs N]
     asr-hf import-kaldi-ali ALI FEATS OUT_DIR --split NAME [--data-dir D] [--num-pdfs N] [--kaldi-exp E]
 
@@ -35,6 +37,21 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retry-beam", type=float, default=40.0)
 
 
+def _tree_options(p: argparse.ArgumentParser, num_leaves: int, totgauss: int) -> None:
+    p.add_argument("--num-leaves", type=int, default=num_leaves)
+    p.add_argument("--totgauss", type=int, default=totgauss)
+    p.add_argument("--num-iters", type=int, default=35)
+    p.add_argument("--max-iter-inc", type=int, default=25)
+    p.add_argument("--realign-iters", default="10,20,30")
+    p.add_argument("--min-leaf-count", type=float, default=100.0, help="frames each side of a split must keep")
+    p.add_argument("--cluster-thresh", type=float, default=-1.0, help="leaf merge threshold (-1: smallest split)")
+    p.add_argument("--questions", choices=("auto", "phonetic", "both"), default="auto")
+
+
+def _ints(arg: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in arg.split(",") if x)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train-mono", help="flat-start monophone GMM-HMM training (train_mono.sh)")
     p.add_argument("cuts", help="training feature cuts (comma-separated list allowed)")
@@ -52,16 +69,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("lang")
     p.add_argument("src", help="source system with ali/ (e.g. exp/mono)")
     p.add_argument("exp", help="output experiment directory, e.g. exp/tri1")
-    p.add_argument("--num-leaves", type=int, default=2000)
-    p.add_argument("--totgauss", type=int, default=10000)
-    p.add_argument("--num-iters", type=int, default=35)
-    p.add_argument("--max-iter-inc", type=int, default=25)
-    p.add_argument("--realign-iters", default="10,20,30")
-    p.add_argument("--min-leaf-count", type=float, default=100.0, help="frames each side of a split must keep")
-    p.add_argument("--cluster-thresh", type=float, default=-1.0, help="leaf merge threshold (-1: smallest split)")
-    p.add_argument("--questions", choices=("auto", "phonetic", "both"), default="auto")
+    _tree_options(p, num_leaves=2000, totgauss=10000)
     _common(p)
     p.set_defaults(func=_train_tri)
+
+    p = sub.add_parser("train-lda-mllt", help="LDA+MLLT tied-triphone training on spliced features (train_lda_mllt.sh)")
+    p.add_argument("cuts")
+    p.add_argument("lang")
+    p.add_argument("src", help="source system with ali/ (e.g. exp/tri1): its pdfs are the LDA classes")
+    p.add_argument("exp", help="output experiment directory, e.g. exp/tri2")
+    _tree_options(p, num_leaves=2500, totgauss=15000)
+    p.add_argument("--splice", type=int, default=3, help="+-context frames spliced before the LDA")
+    p.add_argument("--dim", type=int, default=40, help="LDA output dimension")
+    p.add_argument("--mllt-iters", default="2,4,6,12", help="EM iterations that re-estimate MLLT")
+    p.add_argument("--silence-weight", type=float, default=0.0, help="weight of silence frames in LDA/MLLT stats")
+    _common(p)
+    p.set_defaults(func=_train_lda_mllt)
 
     p = sub.add_parser("align", help="align a split with a trained system (align_si.sh) -> pdf_ali cuts")
     p.add_argument("cuts")
@@ -104,17 +127,31 @@ def _train_mono(args) -> int:
     return 0
 
 
-def _train_tri(args) -> int:
+def _tri_options(args) -> dict:
     from asr_hf.gmm.tree import TreeConfig
-    from asr_hf.gmm.tri import TriConfig, train_tri
 
-    cfg = TriConfig(
+    return dict(
         num_leaves=args.num_leaves, totgauss=args.totgauss, num_iters=args.num_iters,
-        max_iter_inc=args.max_iter_inc, realign_iters=tuple(int(x) for x in args.realign_iters.split(",") if x),
+        max_iter_inc=args.max_iter_inc, realign_iters=_ints(args.realign_iters),
         boost_silence=args.boost_silence, beam=args.beam, retry_beam=args.retry_beam, jobs=args.jobs,
         tree=TreeConfig(min_leaf_count=args.min_leaf_count, cluster_thresh=args.cluster_thresh, questions=args.questions),
     )  # fmt: skip
-    system = train_tri(args.lang, _cuts(args.cuts), args.src, args.exp, cfg)
+
+
+def _train_tri(args) -> int:
+    from asr_hf.gmm.tri import TriConfig, train_tri
+
+    system = train_tri(args.lang, _cuts(args.cuts), args.src, args.exp, TriConfig(**_tri_options(args)))
+    print(json.dumps({"exp": args.exp, **system.summary()}))
+    return 0
+
+
+def _train_lda_mllt(args) -> int:
+    from asr_hf.gmm.lda_mllt import LdaMlltConfig, train_lda_mllt
+
+    cfg = LdaMlltConfig(**_tri_options(args), splice=args.splice, dim=args.dim, mllt_iters=_ints(args.mllt_iters),
+                        silence_weight=args.silence_weight)  # fmt: skip
+    system = train_lda_mllt(args.lang, _cuts(args.cuts), args.src, args.exp, cfg)
     print(json.dumps({"exp": args.exp, **system.summary()}))
     return 0
 

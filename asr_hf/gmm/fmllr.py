@@ -114,9 +114,11 @@ def estimate_fmllr(
     beta = stats.beta
     trace = [fmllr_auxf(W, stats)]
     for _ in range(num_iters):
+        Ainv = np.linalg.inv(W[:, :d])  # exact once per sweep, rank-1 (Sherman-Morrison) updates within it
         for i in range(d):
             cof = np.zeros(d + 1)
-            cof[:d] = np.linalg.inv(W[:, :d]).T[i]  # cofactor row up to the factor det A
+            cof[:d] = Ainv[:, i]  # i-th row of A^-T: the cofactor row up to the factor det A
+            old_row = W[i, :d].copy()
             ginv_p = Ginv[i] @ cof
             k = stats.K[i]
             e1 = float(cof @ ginv_p)
@@ -126,6 +128,8 @@ def estimate_fmllr(
             auxf = [beta * np.log(abs(a * e1 + e2)) - 0.5 * a * a * e1 for a in roots]
             alpha = roots[0] if auxf[0] > auxf[1] else roots[1]
             W[i] = Ginv[i] @ (alpha * cof + k)
+            vt = (W[i, :d] - old_row) @ Ainv
+            Ainv -= np.outer(Ainv[:, i], vt) / (1.0 + float(vt[i]))
         trace.append(fmllr_auxf(W, stats))
     if trace[-1] < trace[0] and not np.isclose(trace[-1], trace[0]):
         log.warning("fMLLR objective decreased; transform not changed")

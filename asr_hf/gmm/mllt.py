@@ -33,7 +33,7 @@ from typing import Optional
 
 import numpy as np
 
-from asr_hf.gmm.gmm import GmmSet, GmmStats, weighted_outer
+from asr_hf.gmm.gmm import GmmSet, GmmStats
 from asr_hf.utils.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ class MlltStats:
         self.G += other.G
 
 
-def mllt_stats(gmm: GmmSet, wstats: GmmStats, frame_b: np.ndarray, feats: np.ndarray) -> MlltStats:
+def mllt_stats(gmm: GmmSet, wstats: GmmStats, second: np.ndarray) -> MlltStats:
     """MLLT statistics from (silence-weighted) frame statistics under ``gmm``.
 
     Expanding ``(x - mu)(x - mu)^T``:
@@ -69,9 +69,10 @@ def mllt_stats(gmm: GmmSet, wstats: GmmStats, frame_b: np.ndarray, feats: np.nda
     Args:
         gmm: the model the posteriors came from.
         wstats: weighted per-Gaussian statistics of the frames (occ, x used).
-        frame_b: (T, D) ``b_t``; feats: (T, D) the frames.
+        second: (D, D, D) ``sum_t b_ti x_t x_t^T`` (:func:`~asr_hf.gmm.gmm.weighted_outer`
+            of the per-frame ``b_t`` that :func:`~asr_hf.gmm.gmm.accumulate` returns).
     """
-    G = weighted_outer(frame_b, feats)
+    G = np.array(second, dtype=np.float64)
     inv = 1.0 / gmm.vars
     mu = gmm.means
     used = np.flatnonzero(wstats.occ > 0)
@@ -114,10 +115,16 @@ def estimate_mllt(stats: MlltStats, num_iters: int = 200, init: Optional[np.ndar
         raise DataError("MLLT statistics", "singular statistics") from None
     trace = [mllt_objective(M, stats)]
     for _ in range(num_iters):
+        Minv = np.linalg.inv(M)  # exact once per sweep, rank-1 (Sherman-Morrison) updates within it
         for i in range(d):
-            cof = np.linalg.inv(M).T[i]  # cofactor row up to the factor det M
+            cof = Minv[:, i].copy()  # i-th row of M^-T: the cofactor row up to the factor det M
             gc = Ginv[i] @ cof
-            M[i] = gc * np.sqrt(stats.beta / float(cof @ gc))
+            new_row = gc * np.sqrt(stats.beta / float(cof @ gc))
+            delta = new_row - M[i]
+            M[i] = new_row
+            u = Minv[:, i]
+            vt = delta @ Minv
+            Minv -= np.outer(u, vt) / (1.0 + float(vt[i]))
         trace.append(mllt_objective(M, stats))
     res = MlltResult(M, trace, stats.beta)
     log.info("MLLT: objective improvement %.4f per frame over %g frames", res.improvement_per_frame, stats.beta)

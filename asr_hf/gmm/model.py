@@ -4,7 +4,8 @@ An experiment directory (``exp/mono``, ``exp/tri1``) holds, in Kaldi formats:
 
 * ``final.mdl``  transition model + ``AmDiagGmm`` (binary, as ``gmm-est`` writes);
 * ``tree``       the ``ContextDependency`` (binary);
-* ``feature_pipeline.json``  the front end (CMVN / delta settings) the model expects;
+* ``feature_pipeline.json``  the front end (CMVN / delta / splice settings) the model expects;
+* ``final.mat``  the global feature transform of LDA+MLLT systems (Kaldi matrix);
 * ``train_log.jsonl``  one JSON line per training iteration.
 
 :class:`GmmSystem` loads these and exposes what decoding needs: the
@@ -45,13 +46,16 @@ class GmmSystem:
         tm: ``khg.TransitionModel``.
         tree: ``khg.ContextDependency``.
         gmm: the acoustic model as :class:`~asr_hf.gmm.gmm.GmmSet`.
-        pipeline: the feature transform (MFCC -> CMVN -> deltas).
+        pipeline: the feature transform (MFCC -> CMVN -> deltas or splice -> final.mat).
+        speaker_transforms: per-speaker fMLLR matrices applied after the pipeline
+            (SAT training, speaker-adapted decoding); not part of the saved model.
     """
 
     tm: "khg.TransitionModel"
     tree: "khg.ContextDependency"
     gmm: GmmSet
     pipeline: FeaturePipeline
+    speaker_transforms: Optional[dict] = None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -67,7 +71,7 @@ class GmmSystem:
         return self.gmm.to_am()
 
     def state(self) -> SystemState:
-        return SystemState(self.tm, self.tree, self.gmm, self.pipeline)
+        return SystemState(self.tm, self.tree, self.gmm, self.pipeline, self.speaker_transforms)
 
     # ------------------------------------------------------------------ scoring
     def pdf_loglikes(self, feats: np.ndarray) -> np.ndarray:
@@ -78,7 +82,7 @@ class GmmSystem:
 
     def features(self, cut, cmvn: Mapping[str, np.ndarray]) -> np.ndarray:
         """The model's input features of one cut (see :class:`FeaturePipeline`)."""
-        return self.pipeline.for_cut(cut, cmvn)
+        return self.pipeline.for_cut(cut, cmvn, self.speaker_transforms)
 
     def cut_loglikes(self, cut, cmvn: Mapping[str, np.ndarray]) -> np.ndarray:
         """:meth:`pdf_loglikes` of one cut's features."""

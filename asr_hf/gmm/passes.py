@@ -5,7 +5,9 @@ every pass runs one task per shard in a process pool.  A task loads its
 cuts' features, obtains an alignment (equal alignment, Viterbi realignment,
 an existing archive, or an archive converted from another tree), and returns
 summed statistics: per-Gaussian GMM statistics, transition-id counts, and
-optionally decision-tree statistics and CMVN statistics.  Alignments are
+optionally decision-tree statistics, CMVN statistics, and the statistics of
+feature transforms (LDA per pdf class, MLLT, per-speaker fMLLR; silence frames
+weighted as ``weight-silence-post``).  Alignments are
 written per shard (``ali.<j>.npz``) so the parent never holds them.
 
 Failures are data, not exceptions: utterances that cannot be aligned (beam
@@ -29,7 +31,10 @@ import numpy as np
 
 from asr_hf.gmm.align import AliArchive, AlignOptions, GraphCompiler, equal_alignment, viterbi_align
 from asr_hf.gmm.feats import FeaturePipeline, speaker_of
-from asr_hf.gmm.gmm import GmmSet, GmmStats, accumulate
+from asr_hf.gmm.fmllr import FmllrStats
+from asr_hf.gmm.gmm import GmmSet, GmmStats, accumulate, weighted_outer
+from asr_hf.gmm.lda import LdaStats
+from asr_hf.gmm.mllt import MlltStats, mllt_stats
 from asr_hf.gmm.topo import TransitionInfo
 from asr_hf.gmm.tree import TreeStats, frame_events
 from asr_hf.utils.errors import DataError
@@ -50,6 +55,14 @@ class AliSource:
     CONVERT = "convert"  # an archive from another model, mapped through the new tree
 
 
+class TransformStats:
+    """Which feature-transform statistics a pass accumulates along its alignments."""
+
+    LDA = "lda"  # per-pdf class statistics of the pipeline's features (acc-lda)
+    MLLT = "mllt"  # global MLLT statistics under the current model (gmm-acc-mllt)
+    FMLLR = "fmllr"  # per-speaker fMLLR statistics under the current model (gmm-est-fmllr)
+
+
 @dataclass
 class ConvertSpec:
     """Alignment conversion between trees sharing a topology (Kaldi ``convert-ali``).
@@ -64,7 +77,12 @@ class ConvertSpec:
 
 @dataclass
 class PassSpec:
-    """What a pass does (picklable; one copy per task)."""
+    """What a pass does (picklable; one copy per task).
+
+    ``transform_stats`` (a :class:`TransformStats` value) adds feature-transform
+    statistics; frames whose phone is in ``weight_phones`` count with
+    ``silence_weight`` in them (Kaldi ``weight-silence-post``).
+    """
 
     source: str
     accumulate_gmm: bool = True
@@ -76,6 +94,9 @@ class PassSpec:
     ci_phones: tuple[int, ...] = ()
     convert: Optional[ConvertSpec] = None
     seed: int = 0
+    transform_stats: Optional[str] = None
+    weight_phones: tuple[int, ...] = ()
+    silence_weight: float = 0.0
 
 
 @dataclass
@@ -86,6 +107,7 @@ class SystemState:
     tree: object
     gmm: GmmSet
     pipeline: FeaturePipeline
+    speaker_transforms: Optional[dict] = None  # speaker -> (D, D+1) fMLLR applied after the pipeline
 
 
 @dataclass
@@ -108,6 +130,9 @@ class PassResult:
     trans_counts: Optional[np.ndarray] = None
     tree_stats: Optional[TreeStats] = None
     cmvn: Optional[dict] = None
+    lda_stats: Optional[LdaStats] = None
+    mllt_stats: Optional[MlltStats] = None
+    fmllr_stats: Optional[dict] = None  # speaker -> FmllrStats
     num_done: int = 0
     num_frames: int = 0
     retried: int = 0
@@ -133,6 +158,20 @@ class PassResult:
             self.cmvn = self.cmvn or {}
             for spk, s in other.cmvn.items():
                 self.cmvn[spk] = self.cmvn[spk] + s if spk in self.cmvn else s
+        for name in ("lda_stats", "mllt_stats"):
+            theirs = getattr(other, name)
+            if theirs is not None:
+                if getattr(self, name) is None:
+                    setattr(self, name, theirs)
+                else:
+                    getattr(self, name).add(theirs)
+        if other.fmllr_stats is not None:
+            self.fmllr_stats = self.fmllr_stats or {}
+            for spk, st in other.fmllr_stats.items():
+                if spk in self.fmllr_stats:
+                    self.fmllr_stats[spk].add(st)
+                else:
+                    self.fmllr_stats[spk] = st
         self.num_done += other.num_done
         self.num_frames += other.num_frames
         self.retried += other.retried
@@ -241,22 +280,46 @@ def _process_shard(task: ShardTask) -> PassResult:
     lookup = info.tid_lookup() if spec.source == AliSource.CONVERT else None
 
     gstats = GmmStats.zeros(st.gmm) if spec.accumulate_gmm else None
+    xstats = spec.transform_stats
+    wstats = GmmStats.zeros(st.gmm) if xstats in (TransformStats.MLLT, TransformStats.FMLLR) else None
+    lda = LdaStats.zeros(info.num_pdfs, st.pipeline.output_dim(cuts[0].num_features)) if xstats == TransformStats.LDA and cuts else None
+    second: Optional[np.ndarray] = None  # MLLT: sum_t b_t x_t x_t^T
+    fmllr: dict[str, FmllrStats] = {}
+    weight_phones = np.asarray(spec.weight_phones, dtype=np.int64)
     tcounts = np.zeros(info.num_tids + 1)
     tree_parts: list[TreeStats] = []
     out_ali: dict[str, np.ndarray] = {}
     batch_f: list[np.ndarray] = []
     batch_p: list[np.ndarray] = []
+    batch_w: list[np.ndarray] = []
+    batch_s: list[str] = []
     batch_n = 0
 
     def flush() -> None:
-        nonlocal batch_f, batch_p, batch_n
+        nonlocal batch_f, batch_p, batch_w, batch_s, batch_n, second
         if batch_f and gstats is not None:
             accumulate(st.gmm, gstats, np.concatenate(batch_f), np.concatenate(batch_p))
-        batch_f, batch_p, batch_n = [], [], 0
+        if batch_f and wstats is not None:
+            x = np.concatenate(batch_f).astype(np.float64)
+            fa, fb = accumulate(st.gmm, wstats, x, np.concatenate(batch_p), weights=np.concatenate(batch_w), frame_moments=True)
+            if xstats == TransformStats.MLLT:
+                s2 = weighted_outer(fb, x)
+                second = s2 if second is None else second + s2
+            else:
+                ends = np.cumsum([len(f) for f in batch_f])
+                w = np.concatenate(batch_w)
+                rows: dict[str, list[np.ndarray]] = {}
+                for spk, e, f in zip(batch_s, ends, batch_f):
+                    rows.setdefault(spk, []).append(np.arange(e - len(f), e))
+                for spk, parts in rows.items():
+                    idx = np.concatenate(parts)
+                    acc = fmllr.setdefault(spk, FmllrStats.zeros(x.shape[1]))
+                    acc.accumulate(x[idx], fa[idx], fb[idx], float(w[idx].sum()))
+        batch_f, batch_p, batch_w, batch_s, batch_n = [], [], [], [], 0
 
     for i, c in enumerate(cuts):
         try:
-            feats = st.pipeline.for_cut(c, task.cmvn or {})
+            feats = st.pipeline.for_cut(c, task.cmvn or {}, st.speaker_transforms)
         except DataError as exc:
             res.failed.append((c.id, exc.problem))
             continue
@@ -300,13 +363,25 @@ def _process_shard(task: ShardTask) -> PassResult:
         res.num_done += 1
         res.num_frames += n
         tcounts += np.bincount(ali, minlength=info.num_tids + 1)
-        if gstats is not None:
+        if xstats is not None:
+            w = np.where(np.isin(info.phone[ali], weight_phones), spec.silence_weight, 1.0)
+        if lda is not None:
+            lda.accumulate(feats, info.pdf[ali], w)
+        if gstats is not None or wstats is not None:
             batch_f.append(feats)
             batch_p.append(info.pdf[ali])
+            if wstats is not None:
+                batch_w.append(w)
+                batch_s.append(speaker_of(c))
             batch_n += n
             if batch_n >= _BATCH_FRAMES:
                 flush()
     flush()
+    res.lda_stats = lda
+    if xstats == TransformStats.MLLT and second is not None:
+        res.mllt_stats = mllt_stats(st.gmm, wstats, second)
+    if xstats == TransformStats.FMLLR:
+        res.fmllr_stats = fmllr
     if task.ali_out:
         AliArchive.write(task.ali_out, out_ali)
     res.gmm_stats = gstats

@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -110,6 +110,8 @@ def run_em(
     ali_path,
     first_spec: Optional[PassSpec] = None,
     first_ali_in=None,
+    transform_iters: Sequence[int] = (),
+    update_transform: Optional[Callable[[int, GmmSystem], dict]] = None,
 ) -> GmmSystem:
     """Iterations ``start_iter .. num_iters-1`` of EM with realignment and mixing up.
 
@@ -119,33 +121,59 @@ def run_em(
             realignment iteration (e.g. converted from another tree, reading
             ``first_ali_in``); by default the archives at ``ali_path`` are read.
         first_ali_in: shard index -> archive read by ``first_spec``.
+        transform_iters / update_transform: on these iterations, after the
+            (re)alignment and before accumulation, ``update_transform(it, system)``
+            re-estimates a feature transform along the alignments at ``ali_path``
+            and updates ``system`` in place (MLLT: ``final.mat`` and the means;
+            SAT: the speaker transforms); the statistics are then accumulated on
+            the new features (Kaldi ``train_lda_mllt.sh`` / ``train_sat.sh``).
+            It returns fields for the iteration's log record.
     """
     inc = max(0, (schedule.totgauss - num_gauss) // max(schedule.max_iter_inc, 1))
     first_realign = True
     for it in range(start_iter, schedule.num_iters):
         t0 = time.time()
         realign = it in schedule.realign_iters
+        xform = update_transform is not None and it in transform_iters
         align_opts = schedule.align
         if realign and first_realign and schedule.first_beam is not None:
             align_opts = replace(align_opts, beam=schedule.first_beam)
+        ali_result: Optional[PassResult] = None
         if realign:
             first_realign = False
-            spec = PassSpec(source=AliSource.ALIGN, align=align_opts, silence_phones=tuple(silence_phones))
+            spec = PassSpec(source=AliSource.ALIGN, align=align_opts, silence_phones=tuple(silence_phones),
+                            accumulate_gmm=not xform)  # fmt: skip
             result = runner.run(spec, system.state(), cmvn, ali_out=ali_path)
         elif it == start_iter and first_spec is not None:
-            result = runner.run(first_spec, system.state(), cmvn, ali_in=first_ali_in, ali_out=ali_path)
+            spec = replace(first_spec, accumulate_gmm=first_spec.accumulate_gmm and not xform)
+            result = runner.run(spec, system.state(), cmvn, ali_in=first_ali_in, ali_out=ali_path)
+        elif not xform:
+            result = runner.run(PassSpec(source=AliSource.READ), system.state(), cmvn, ali_in=ali_path)
         else:
-            spec = PassSpec(source=AliSource.READ)
-            result = runner.run(spec, system.state(), cmvn, ali_in=ali_path)
+            result = None
+        xrec: dict = {}
+        if xform:
+            if result is not None:
+                log_failures(result, f"iteration {it} alignment")
+                ali_result = result
+            xrec = update_transform(it, system)
+            result = runner.run(PassSpec(source=AliSource.READ), system.state(), cmvn, ali_in=ali_path)
         log_failures(result, f"iteration {it}")
         rec = pass_record(it, result, realign)
+        if ali_result is not None and realign:
+            rec["retried"] = ali_result.retried
+            rec["align_loglike_per_frame"] = (
+                ali_result.align_loglike / ali_result.align_frames if ali_result.align_frames else None
+            )
+        rec.update(xrec)
         rec.update(estimate(system, result, num_gauss, schedule))
         rec["num_pdfs"] = system.num_pdfs
         rec["seconds"] = round(time.time() - t0, 3)
         append_log(exp_dir, rec)
         log.info(
-            "iter %d: avg loglike/frame %.4f over %d frames%s, %d Gaussians (%.1fs)",
-            it, rec["avg_loglike"], rec["frames"], " (realigned)" if realign else "", rec["num_gauss"], rec["seconds"],
+            "iter %d: avg loglike/frame %.4f over %d frames%s%s, %d Gaussians (%.1fs)",
+            it, rec["avg_loglike"], rec["frames"], " (realigned)" if realign else "",
+            " (transform re-estimated)" if xform else "", rec["num_gauss"], rec["seconds"],
         )  # fmt: skip
         if it <= schedule.max_iter_inc:
             num_gauss += inc

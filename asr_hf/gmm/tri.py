@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -27,6 +27,7 @@ import numpy as np
 
 from asr_hf.gmm.align import AliArchive, AlignOptions
 from asr_hf.gmm.aligner import align_with_runner, compute_cmvn
+from asr_hf.gmm.feats import FeaturePipeline
 from asr_hf.gmm.gmm import GmmSet
 from asr_hf.gmm.model import GmmSystem, save_cmvn_npz
 from asr_hf.gmm.mono import _write_config, read_phone_sets
@@ -84,21 +85,40 @@ def reshard_alignments(archive: Path, shards: Sequence[Path], out) -> None:
         AliArchive.write(out(j), {i: alis[i] for i in ids if i in alis})
 
 
-def init_from_tree(tree, prev: GmmSystem, min_count: float = 10.0, min_variance: float = 1e-3) -> GmmSet:
+def init_from_tree(
+    tree, prev: Optional[GmmSystem], min_count: float = 10.0, min_variance: float = 1e-3,
+    stats: Optional[TreeStats] = None,
+) -> GmmSet:  # fmt: skip
     """One Gaussian per pdf from its pooled tree statistics (``gmm-init-model``).
 
     Pdfs with fewer than ``min_count`` frames take the previous model's GMM
-    for the same (phone, pdf-class) with silent contexts.
+    for the same (phone, pdf-class) with silent contexts; without a previous
+    model in the same feature space (``prev`` None, e.g. LDA+MLLT on top of
+    delta features) they take the pooled statistics of every event of that
+    centre phone and pdf-class in ``stats``, else of all events.
     """
     n, x, x2 = tree.pdf_stats
     ws, ms, vs = [], [], []
     backed_off = 0
+
+    def gaussian(cnt, sx, sx2) -> None:
+        mean = sx / cnt
+        ws.append(np.ones(1))
+        ms.append(mean[None])
+        vs.append(np.maximum(sx2 / cnt - mean**2, min_variance)[None])
+
     for p in range(tree.num_pdfs):
         if n[p] >= min_count:
-            mean = x[p] / n[p]
-            ws.append(np.ones(1))
-            ms.append(mean[None])
-            vs.append(np.maximum(x2[p] / n[p] - mean**2, min_variance)[None])
+            gaussian(n[p], x[p], x2[p])
+        elif prev is None:
+            if stats is None:
+                raise ValueError("init_from_tree needs the tree statistics when there is no previous model")
+            phone, k = tree.pdf_source[p]
+            sel = (stats.events[:, 2] == phone) & (stats.events[:, 0] == k)
+            if stats.count[sel].sum() < min_count:
+                sel = np.ones(len(stats.count), bool)
+            gaussian(stats.count[sel].sum(), stats.x[sel].sum(0), stats.x2[sel].sum(0))
+            backed_off += 1
         else:
             phone, k = tree.pdf_source[p]
             n_ctx, centre = prev.tree.context_width, prev.tree.central_position
@@ -113,7 +133,8 @@ def init_from_tree(tree, prev: GmmSystem, min_count: float = 10.0, min_variance:
             vs.append(prev.gmm.vars[s])
             backed_off += 1
     if backed_off:
-        log.info("%d pdfs without enough data copied from the previous model", backed_off)
+        log.info("%d pdfs without enough data %s", backed_off,
+                 "copied from the previous model" if prev is not None else "initialised from pooled statistics")
     return GmmSet.from_pdfs(ws, ms, vs)
 
 
@@ -144,6 +165,48 @@ def phone_alignment_agreement(info_a: TransitionInfo, ali_a: dict, info_b: Trans
     }
 
 
+class FrontEnd:
+    """The features a tied-triphone trainer uses, and how it re-estimates their transforms.
+
+    The base class is ``train_deltas.sh``: the source system's features
+    unchanged.  :mod:`asr_hf.gmm.lda_mllt` (LDA+MLLT) and :mod:`asr_hf.gmm.sat`
+    (speaker-adaptive training) override the hooks.  :func:`train_tied` binds
+    ``ctx`` (a :class:`TrainContext`) before calling them.
+    """
+
+    stage = "train_tri"
+    #: EM iterations on which :meth:`update` re-estimates the transform.
+    transform_iters: tuple[int, ...] = ()
+    #: whether the new features live in the source model's space (pdf back-off to its GMMs).
+    same_space = True
+    ctx: "TrainContext"
+
+    def prepare(self, prev: GmmSystem) -> tuple[FeaturePipeline, Optional[dict]]:
+        """Before tree statistics: the new system's pipeline and speaker transforms."""
+        return prev.pipeline, prev.speaker_transforms
+
+    def update(self, it: int, system: GmmSystem) -> dict:
+        """Re-estimate the transform on iteration ``it`` (see :func:`~asr_hf.gmm.trainer.run_em`)."""
+        return {}
+
+    def finish(self, system: GmmSystem) -> dict:
+        """After EM, before the final alignment; returns summary fields."""
+        return {}
+
+
+@dataclass
+class TrainContext:
+    """What the :class:`FrontEnd` hooks may use."""
+
+    exp_dir: Path
+    lang: object
+    runner: PassRunner
+    cmvn: dict
+    prev_ali: object  # shard -> the source system's alignment archive
+    ali_path: object  # shard -> the current alignment archive
+    summary: dict = field(default_factory=dict)
+
+
 def train_tri(
     lang_dir: Pathlike,
     cuts_paths: Sequence[Pathlike] | Pathlike,
@@ -155,6 +218,25 @@ def train_tri(
 
     Writes ``final.mdl``, ``tree``, ``tree_stats.npz``, ``questions.int``,
     ``train_log.jsonl``, ``config.json``, ``summary.json`` and ``ali/`` (train).
+    """
+    return train_tied(lang_dir, cuts_paths, src_dir, exp_dir, config, FrontEnd())
+
+
+def train_tied(
+    lang_dir: Pathlike,
+    cuts_paths: Sequence[Pathlike] | Pathlike,
+    src_dir: Pathlike,
+    exp_dir: Pathlike,
+    config: TriConfig,
+    front_end: FrontEnd,
+) -> GmmSystem:
+    """The tied-triphone recipe shared by tri1 (deltas), tri2 (LDA+MLLT) and tri3 (SAT).
+
+    Tree statistics along the source alignments on the front end's features, a
+    new tree, one Gaussian per pdf, the source alignments converted to the new
+    tree, EM with realignment, mixing up and the front end's transform updates,
+    then the final alignment.  The directory is complete when ``.done`` exists
+    (written last).
     """
     from asr_hf.lang.lang_dir import LangDir
 
@@ -169,12 +251,10 @@ def train_tri(
     t_start = time.time()
     exp_dir.mkdir(parents=True, exist_ok=True)
     (exp_dir / "train_log.jsonl").unlink(missing_ok=True)
-    _write_config(exp_dir, "train_tri", lang_dir, cuts_paths, config)
+    _write_config(exp_dir, front_end.stage, lang_dir, cuts_paths, config)
 
     lang = LangDir.load(lang_dir)
-    topo = lang.topo()
-    p2n_list = topo.get_phone_to_num_pdf_classes()
-    p2n = {p: p2n_list[p] for p in topo.phones}
+    p2n = num_pdf_classes(lang)
     prev = GmmSystem.load(src_dir)
     jobs = config.jobs or default_jobs()
     shards = split_cuts(cuts_paths, exp_dir / f"split{jobs}", jobs)
@@ -188,11 +268,18 @@ def train_tri(
     with PassRunner(shards, lang_dir, jobs) as runner:
         cmvn = compute_cmvn(runner)
         save_cmvn_npz(exp_dir / "cmvn_train.npz", cmvn)
+        front_end.ctx = TrainContext(exp_dir, lang, runner, cmvn, prev_ali, ali_path)
+
+        # 0. The front end (LDA, first fMLLR, ...).
+        t0 = time.time()
+        pipeline, spk_xforms = front_end.prepare(prev)
+        t_front = time.time() - t0
 
         # 1. Tree statistics.
         t0 = time.time()
         spec = PassSpec(source=AliSource.READ, accumulate_gmm=False, tree_stats=True, ci_phones=tuple(lang.context_indep))
-        res = runner.run(spec, prev.state(), cmvn, ali_in=prev_ali)
+        state = replace(prev.state(), pipeline=pipeline, speaker_transforms=spk_xforms)
+        res = runner.run(spec, state, cmvn, ali_in=prev_ali)
         log_failures(res, "tree statistics")
         if res.tree_stats is None:
             raise DataError(str(src_ali), "no usable alignments for tree statistics")
@@ -202,31 +289,18 @@ def train_tri(
 
         # 2. Questions and tree.
         t0 = time.time()
-        sets = read_phone_sets(lang)
-        central = {p: p2n[p] // 2 for p in p2n}
-        extra = _read_int_sets(Path(lang.path) / "phones" / "extra_questions.int")
-        base_names = {name: i for name, i in lang.phones.ids.items()}
-        questions = build_questions(
-            stats, sets, central, extra_questions=extra, boundary_like=lang.optional_silence,
-            kind=tree_cfg.questions, phone_table=base_names, var_floor=tree_cfg.var_floor,
-        )  # fmt: skip
-        with atomic_output(exp_dir / "questions.int") as tmp:
-            tmp.write_text("".join(" ".join(map(str, q)) + "\n" for q in questions))
-        roots_path = Path(lang.path) / "phones" / "roots.int"
-        roots = read_roots(roots_path) if roots_path.is_file() else [Root((p,)) for p in sorted(p2n)]
-        tree = build_tree(stats, roots, p2n, questions, tree_cfg)
-        ctx = tree.to_kaldi()
-        tm = khg.TransitionModel(ctx, topo)
-        if tm.num_pdfs != tree.num_pdfs:
-            raise DataError("tree", f"transition model has {tm.num_pdfs} pdfs, tree {tree.num_pdfs}")
+        tree, ctx, tm, questions = grow_tree(exp_dir, lang, stats, tree_cfg)
         t_tree = time.time() - t0
 
         # 3. Initial model, 4. converted alignments, 5. EM.
-        system = GmmSystem(tm, ctx, init_from_tree(tree, prev), prev.pipeline)
+        gmm = init_from_tree(tree, prev if front_end.same_space else None, stats=stats)
+        system = GmmSystem(tm, ctx, gmm, pipeline, spk_xforms)
         conv = ConvertSpec(old_info=prev.info, pdf_table=pdf_table(tree.event_map(), p2n))
         first = PassSpec(source=AliSource.CONVERT, convert=conv)
         run_em(system, runner, exp_dir, schedule, cmvn, start_iter=1, num_gauss=tree.num_pdfs,
-               silence_phones=silence, ali_path=ali_path, first_spec=first, first_ali_in=prev_ali)  # fmt: skip
+               silence_phones=silence, ali_path=ali_path, first_spec=first, first_ali_in=prev_ali,
+               transform_iters=front_end.transform_iters, update_transform=front_end.update)  # fmt: skip
+        extra = front_end.finish(system)
         system.save(exp_dir)
         t_train = time.time() - t_start
         _, summary = align_with_runner(
@@ -241,15 +315,52 @@ def train_tri(
     )
     summary.update(
         train_seconds=round(t_train, 3), total_seconds=round(time.time() - t_start, 3),
-        tree_stats_seconds=round(t_stats, 3), tree_build_seconds=round(t_tree, 3),
+        front_end_seconds=round(t_front, 3), tree_stats_seconds=round(t_stats, 3), tree_build_seconds=round(t_tree, 3),
         tree=tree.report.__dict__, num_questions=len(questions), agreement_with_source=agreement,
-        **system.summary(),
+        **front_end.ctx.summary, **extra, **system.summary(),
     )  # fmt: skip
     with atomic_output(exp_dir / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=1) + "\n")
     mark_done(exp_dir)
-    log.info("tri done: %s", json.dumps(summary))
+    log.info("%s done: %s", front_end.stage, json.dumps(summary))
     return system
+
+
+def grow_tree(exp_dir: Path, lang, stats: TreeStats, tree_cfg: TreeConfig):
+    """Questions, tree and transition model from tree statistics (``cluster-phones``,
+    ``compile-questions``, ``build-tree``); writes ``questions.int``.
+
+    Returns:
+        (the :class:`~asr_hf.gmm.tree.DecisionTree`, its ``khg.ContextDependency``,
+        the new ``khg.TransitionModel``, the questions).
+    """
+    topo = lang.topo()
+    p2n = num_pdf_classes(lang)
+    sets = read_phone_sets(lang)
+    central = {p: p2n[p] // 2 for p in p2n}
+    extra = _read_int_sets(Path(lang.path) / "phones" / "extra_questions.int")
+    base_names = {name: i for name, i in lang.phones.ids.items()}
+    questions = build_questions(
+        stats, sets, central, extra_questions=extra, boundary_like=lang.optional_silence,
+        kind=tree_cfg.questions, phone_table=base_names, var_floor=tree_cfg.var_floor,
+    )  # fmt: skip
+    with atomic_output(exp_dir / "questions.int") as tmp:
+        tmp.write_text("".join(" ".join(map(str, q)) + "\n" for q in questions))
+    roots_path = Path(lang.path) / "phones" / "roots.int"
+    roots = read_roots(roots_path) if roots_path.is_file() else [Root((p,)) for p in sorted(p2n)]
+    tree = build_tree(stats, roots, p2n, questions, tree_cfg)
+    ctx = tree.to_kaldi()
+    tm = khg.TransitionModel(ctx, topo)
+    if tm.num_pdfs != tree.num_pdfs:
+        raise DataError("tree", f"transition model has {tm.num_pdfs} pdfs, tree {tree.num_pdfs}")
+    return tree, ctx, tm, questions
+
+
+def num_pdf_classes(lang) -> dict[int, int]:
+    """phone -> number of pdf-classes in the lang dir's topology."""
+    topo = lang.topo()
+    p2n_list = topo.get_phone_to_num_pdf_classes()
+    return {p: p2n_list[p] for p in topo.phones}
 
 
 def _read_int_sets(path: Path) -> list[list[int]]:

@@ -5,7 +5,7 @@ import pytest
 
 from asr_hf.gmm.feats import FeaturePipeline, apply_transform, splice_frames
 from asr_hf.gmm.fmllr import FmllrStats, compose_affine, estimate_fmllr, fmllr_auxf, identity_transform
-from asr_hf.gmm.gmm import GmmSet, GmmStats, accumulate
+from asr_hf.gmm.gmm import GmmSet, GmmStats, accumulate, weighted_outer
 from asr_hf.gmm.lda import LdaStats, estimate_lda
 from asr_hf.gmm.mllt import estimate_mllt, mllt_objective, mllt_stats
 
@@ -125,7 +125,7 @@ def test_mllt_stats_match_dense_reference_and_objective_rises():
     w = (rng.uniform(size=len(x)) > 0.2).astype(float)  # some frames weighted out (silence)
     wstats = GmmStats.zeros(gmm)
     _, fb = accumulate(gmm, wstats, x, pdfs, weights=w, frame_moments=True)
-    stats = mllt_stats(gmm, wstats, fb, x)
+    stats = mllt_stats(gmm, wstats, weighted_outer(fb, x))
 
     post = _dense_posteriors(gmm, x, pdfs) * w[:, None]
     G = np.zeros_like(stats.G)
@@ -159,7 +159,7 @@ def test_mllt_within_em_recovers_rotated_axes():
         ws = GmmStats.zeros(gmm)
         _, fb = accumulate(gmm, ws, z, pdfs, frame_moments=True)
         loglikes.append(ws.loglike / ws.frames + np.linalg.slogdet(T)[1])  # in the original space (Jacobian)
-        res = estimate_mllt(mllt_stats(gmm, ws, fb, z), num_iters=50)
+        res = estimate_mllt(mllt_stats(gmm, ws, weighted_outer(fb, z)), num_iters=50)
         T = res.matrix @ T
         gmm.means = gmm.means @ res.matrix.T
     assert np.all(np.diff(loglikes) > -1e-6) and loglikes[-1] > loglikes[0] + 0.2
@@ -179,7 +179,7 @@ def test_mllt_objective_flat_when_axes_already_diagonal():
     single = GmmSet(np.arange(gmm.num_pdfs + 1, dtype=np.int64), np.ones(gmm.num_pdfs), comp_means, comp_vars)
     wstats = GmmStats.zeros(single)
     _, fb = accumulate(single, wstats, z, pdfs, frame_moments=True)
-    res = estimate_mllt(mllt_stats(single, wstats, fb, z), num_iters=20)
+    res = estimate_mllt(mllt_stats(single, wstats, weighted_outer(fb, z)), num_iters=20)
     assert np.all(np.diff(res.trace) >= -1e-9 * abs(res.trace[0]))
     assert res.improvement_per_frame >= 0.0
 

@@ -1,0 +1,90 @@
+"""tri2 (LDA+MLLT) on tri1's alignments, on the tiny corpus: training through the CLI,
+the exp dir's transform, alignment, graph and decoding with the unchanged commands."""
+
+import json
+
+import numpy as np
+import pytest
+
+from asr_hf.cli import main
+from asr_hf.gmm.feats import read_matrix
+from asr_hf.gmm.lda_mllt import read_mllt_log
+from asr_hf.gmm.model import GmmSystem, read_log
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tri2(systems, tiny_corpus):
+    exp = systems / "tri2"
+    args = ["train-lda-mllt", str(systems / "cuts_train.jsonl.gz"), str(tiny_corpus.lang_dir), str(systems / "tri1"),
+            str(exp), "--num-leaves", "150", "--totgauss", "500", "--num-iters", "8", "--max-iter-inc", "5",
+            "--realign-iters", "3,6", "--mllt-iters", "2,4,6", "--min-leaf-count", "30", "--jobs", "2"]  # fmt: skip
+    assert main(args) == 0
+    return exp
+
+
+def test_tri2_exp_dir(tri2, systems):
+    assert (tri2 / ".done").is_file()
+    cfg = json.loads((tri2 / "config.json").read_text())
+    assert cfg["stage"] == "train_lda_mllt" and cfg["config"]["mllt_iters"] == [2, 4, 6] and cfg["config"]["dim"] == 40
+    system = GmmSystem.load(tri2)
+    pipe = system.pipeline
+    assert pipe.splice == 3 and pipe.delta_order == 0 and pipe.transform.shape == (40, 91)
+    np.testing.assert_allclose(read_matrix(tri2 / "final.mat"), pipe.transform)
+    # final.mat = M_6 M_4 M_2 LDA: the last MLLT snapshot is the final transform; the LDA differs from it
+    np.testing.assert_allclose(read_matrix(tri2 / "6.mat"), pipe.transform)
+    assert not np.allclose(read_matrix(tri2 / "0.mat"), pipe.transform, atol=1e-3)
+    assert system.gmm.dim == 40 and system.tree.context_width == 3
+
+    # every MLLT estimation: objective never decreases over the row sweeps, and improves
+    mllt = read_mllt_log(tri2)
+    assert [r["iter"] for r in mllt] == [2, 4, 6]
+    for r in mllt:
+        tr = r["objf_per_frame"]
+        assert all(b >= a - 1e-9 for a, b in zip(tr, tr[1:])) and r["improvement_per_frame"] > 0.0
+    log = read_log(tri2)
+    ll = [r["avg_loglike"] for r in log]
+    assert [r["iter"] for r in log] == list(range(1, 8)) and ll[-1] > ll[0] + 1.0
+    summary = json.loads((tri2 / "summary.json").read_text())
+    assert summary["lda_dim"] == 40 and summary["lda_input_dim"] == 91
+    assert summary["agreement_with_source"]["frame_phone_agreement"] > 0.7
+    # LDA statistics exclude silence: fewer frames than the training set
+    assert 0 < summary["lda_count"] < summary["frames"]
+    failed = (tri2 / "ali" / "failed_train.txt").read_text()
+    assert "broken-utterance\t" in failed
+
+
+def test_tri2_align_mkgraph_decode(tri2, systems, tiny_corpus, tmp_path, capsys):
+    from lhotse import CutSet
+
+    from asr_hf.lang.lang_dir import LangDir
+    from asr_hf.lang.lm import make_G, train_lm
+
+    lang = LangDir.load(tiny_corpus.lang_dir)
+    dev = str(tiny_corpus.mfcc_cuts("dev"))
+    assert main(["align", dev, str(lang.path), str(tri2), "--jobs", "2"]) == 0
+    rec = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert rec["utterances"] >= 0.6 * len(CutSet.from_file(dev))
+    ali_cuts = CutSet.from_file(tri2 / "ali" / "cuts_dev.jsonl.gz")
+    system = GmmSystem.load(tri2)
+    assert all(c.load_pdf_ali().max() < system.num_pdfs for c in ali_cuts)
+
+    arpa = train_lm(tiny_corpus.corpus_dir / "lm_text.txt", tmp_path / "lm.arpa", order=2, vocabulary=lang.vocabulary)
+    G = make_G(arpa, lang, tmp_path / "G.fst")
+    train10 = tmp_path / "cuts_train10.jsonl.gz"
+    CutSet.from_file(tiny_corpus.mfcc_cuts("train")).subset(first=10).to_file(train10)
+    fast = ["--beam", "10", "--max-active", "500", "--jobs", "2", "--acwt", "0.07"]
+    wer = {}
+    for name in ("tri1", "tri2"):
+        assert main(["mkgraph", str(lang.path), str(systems / name), "--G", str(G)]) == 0
+        capsys.readouterr()
+        for cuts in (train10, dev):
+            assert main(["decode-gmm", str(systems / name), str(cuts), *fast]) == 0
+            r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+            assert r["ref_words"] > 50 and not r.get("failed_utts")
+            wer[name, r["set"]] = r["wer_percent"]
+    print("tiny-corpus WER", wer)
+    # training voices: both well below a broken system's ~100%
+    assert wer["tri2", "train10"] < 40.0 and wer["tri1", "train10"] < 40.0, wer
+    assert wer["tri2", "dev"] < 95.0, wer
