@@ -136,7 +136,12 @@ def _decode_gmm(args: argparse.Namespace) -> int:
         ignore_words=_ignored(args.ignore),
     )  # fmt: skip
     if args.export_ark is not None:
-        export_gmm_loglikes(args.exp, args.cuts, args.export_ark, args.export_ark.with_suffix(".scp"))
+        from asr_hf.gmm.fmllr import load_transforms
+
+        out = Path(args.out) if args.out is not None else Path(args.exp) / f"decode_{set_name}"
+        trans = out.parent / f"{out.name}.trans.npz"  # a SAT system's test-speaker transforms
+        xforms = load_transforms(trans) if trans.is_file() else None
+        export_gmm_loglikes(args.exp, args.cuts, args.export_ark, args.export_ark.with_suffix(".scp"), xforms)
     print(json.dumps(_brief(rec)))
     return 0
 

@@ -62,6 +62,7 @@ def decode_and_score(
     meta: Optional[Mapping[str, Any]] = None,
     ignore_words: Iterable[str] = (),
     max_extensions: int = 4,
+    hyps_out: Optional[dict[str, Hypothesis]] = None,
 ) -> dict[str, Any]:
     """Decode a set (sweeping the acoustic weight if several are given), score, write the decode dir.
 
@@ -82,6 +83,8 @@ def decode_and_score(
         meta: extra ``wer.json`` fields (model, features...).
         ignore_words: words not scored (e.g. ``<unk>``).
         max_extensions: how often a sweep may extend itself past an edge (0: never).
+        hyps_out: filled with the chosen weight's hypotheses (best paths with their
+            transition-id alignments), e.g. for speaker adaptation on a first pass.
 
     Returns:
         The ``wer.json`` record.
@@ -120,6 +123,8 @@ def decode_and_score(
              for a in sorted(results)]  # fmt: skip
     best = pick()
     hyps = all_hyps[best]
+    if hyps_out is not None:
+        hyps_out.update(hyps)
     if len(weights) > 1:
         acwt_source = f"best of {len(results)} on this set" + (f" (sweep extended {extended}x)" if extended else "")
         log.info("acwt sweep: %s -> %g", ", ".join(f"{s['acwt']:g}: {s['wer_percent']}" for s in sweep), best)

@@ -1,5 +1,6 @@
 """GMM-HMM bootstrap: topologies, monophone and tied-triphone training (deltas,
-LDA+MLLT), decision trees, forced alignment and DNN targets, on top of kaldi-hmm-gmm.
+LDA+MLLT, SAT with fMLLR), decision trees, forced alignment and DNN targets, on top
+of kaldi-hmm-gmm.
 
 Main entry points::
 
@@ -7,6 +8,7 @@ Main entry points::
     train_mono("data/lang", "data/mfcc/cuts_train.jsonl.gz", "exp/mono")
     train_tri("data/lang", "data/mfcc/cuts_train.jsonl.gz", "exp/mono", "exp/tri1")
     train_lda_mllt("data/lang", "data/mfcc/cuts_train.jsonl.gz", "exp/tri1", "exp/tri2")
+    train_sat("data/lang", "data/mfcc/cuts_train.jsonl.gz", "exp/tri2", "exp/tri3")
     align("exp/tri1", "data/lang", "data/mfcc/cuts_dev.jsonl.gz", "dev")
     system = GmmSystem.load("exp/tri1")            # tm, tree, GMMs, front end
     loglikes = system.pdf_loglikes(system.features(cut, cmvn))   # (T, num_pdfs)
@@ -19,6 +21,7 @@ from asr_hf.gmm.kaldi_import import import_kaldi_alignments
 from asr_hf.gmm.lda_mllt import LdaMlltConfig, train_lda_mllt
 from asr_hf.gmm.model import GmmSystem
 from asr_hf.gmm.mono import MonoConfig, train_mono
+from asr_hf.gmm.sat import SatConfig, train_sat
 from asr_hf.gmm.targets import read_pdf_counts
 from asr_hf.gmm.tree import TreeConfig, build_tree
 from asr_hf.gmm.tri import TriConfig, train_tri
@@ -29,6 +32,7 @@ __all__ = [
     "GmmSystem",
     "LdaMlltConfig",
     "MonoConfig",
+    "SatConfig",
     "TreeConfig",
     "TriConfig",
     "add_deltas",
@@ -39,5 +43,6 @@ __all__ = [
     "read_pdf_counts",
     "train_lda_mllt",
     "train_mono",
+    "train_sat",
     "train_tri",
 ]

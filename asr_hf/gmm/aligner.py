@@ -121,9 +121,37 @@ def align(
     with PassRunner(shards, lang_dir, jobs) as runner:
         cmvn = compute_cmvn(runner)
         save_cmvn_npz(out_dir / f"cmvn_{split}.npz", cmvn)
+        fmllr_summary = None
+        if system.pipeline.speaker_adaptive:
+            fmllr_summary = _speaker_transforms(system, exp_dir, runner, cmvn, work, out_dir, split, opts, lang)
         _, summary = align_with_runner(
             system, runner, cmvn, work, out_dir, split, [cuts_path], opts,
             silence_phones=[lang.optional_silence], model_path=exp_dir / "final.mdl",
         )  # fmt: skip
     shutil.rmtree(work, ignore_errors=True)
+    if fmllr_summary is not None:
+        summary["fmllr"] = fmllr_summary
     return summary
+
+
+def _speaker_transforms(system: GmmSystem, exp_dir: Path, runner: PassRunner, cmvn: dict, work: Path, out_dir: Path,
+                        split: str, opts: AlignOptions, lang) -> dict:  # fmt: skip
+    """SAT systems (Kaldi ``align_fmllr.sh``): align with ``final.alimdl`` on speaker-independent
+    features, estimate each speaker's fMLLR with ``final.mdl`` along it; sets ``system.speaker_transforms``
+    and writes ``out_dir/trans_<split>.npz``."""
+    from asr_hf.gmm.fmllr import save_transforms
+    from asr_hf.gmm.model import ALIGN_MODEL_FILE
+    from asr_hf.gmm.sat import FmllrSettings, estimate_with_runner
+
+    settings = FmllrSettings.load(exp_dir)
+    si = GmmSystem.load(exp_dir, model=ALIGN_MODEL_FILE)
+    si_ali = lambda j: work / f"si_ali.{j}.npz"  # noqa: E731
+    spec = PassSpec(source=AliSource.ALIGN, accumulate_gmm=False, align=opts, silence_phones=(lang.optional_silence,))
+    res = runner.run(spec, si.state(), cmvn, ali_out=si_ali)
+    log_failures(res, f"first-pass (speaker-independent) alignment of {split}")
+    system.speaker_transforms = None
+    xforms, summary = estimate_with_runner(runner, system, cmvn, si_ali, settings.silence_phones,
+                                           settings.align_silence_weight, settings.num_iters, settings.min_count)  # fmt: skip
+    system.speaker_transforms = xforms
+    save_transforms(out_dir / f"trans_{split}.npz", xforms)
+    return {k: v for k, v in summary.items() if k != "auxf_traces_per_frame"}

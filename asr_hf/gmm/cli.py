@@ -4,7 +4,8 @@
     asr-hf train-tri  CUTS LANG SRC_EXP EXP [--num-leaves 2000] [--totgauss 10000] [--num-iters 35] ...
     asr-hf train-lda-mllt CUTS LANG SRC_EXP EXP [--num-leaves 2500] [--totgauss 15000] [--dim 40] [--splice 3]
                                                 [--mllt-iters 2,4,6,12] ...
-    asr-hf align      CUTS LANG EXP [--split NAME] [--out DIR] [--jobs N]
+    asr-hf train-sat  CUTS LANG SRC_EXP EXP [--num-leaves 2500] [--totgauss 15000] [--fmllr-iters 2,4,6,12] ...
+    asr-hf align      CUTS LANG EXP [--split NAME] [--out DIR] [--jobs N]   (SAT systems: two passes)
     asr-hf import-kaldi-ali ALI FEATS OUT_DIR --split NAME [--data-dir D] [--num-pdfs N] [--kaldi-exp E]
 
 ``CUTS`` is a feature-cut manifest (comma-separated for several).  Each
@@ -86,6 +87,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common(p)
     p.set_defaults(func=_train_lda_mllt)
 
+    p = sub.add_parser("train-sat", help="speaker-adaptive training with per-speaker fMLLR (train_sat.sh)")
+    p.add_argument("cuts")
+    p.add_argument("lang")
+    p.add_argument("src", help="source LDA+MLLT system with ali/ (e.g. exp/tri2)")
+    p.add_argument("exp", help="output experiment directory, e.g. exp/tri3")
+    _tree_options(p, num_leaves=2500, totgauss=15000)
+    p.add_argument("--fmllr-iters", default="2,4,6,12", help="EM iterations that re-estimate the transforms")
+    p.add_argument("--fmllr-min-count", type=float, default=50.0, help="frames a speaker needs for a transform")
+    p.add_argument("--silence-weight", type=float, default=0.0, help="weight of silence frames in fMLLR stats")
+    _common(p)
+    p.set_defaults(func=_train_sat)
+
     p = sub.add_parser("align", help="align a split with a trained system (align_si.sh) -> pdf_ali cuts")
     p.add_argument("cuts")
     p.add_argument("lang")
@@ -152,6 +165,16 @@ def _train_lda_mllt(args) -> int:
     cfg = LdaMlltConfig(**_tri_options(args), splice=args.splice, dim=args.dim, mllt_iters=_ints(args.mllt_iters),
                         silence_weight=args.silence_weight)  # fmt: skip
     system = train_lda_mllt(args.lang, _cuts(args.cuts), args.src, args.exp, cfg)
+    print(json.dumps({"exp": args.exp, **system.summary()}))
+    return 0
+
+
+def _train_sat(args) -> int:
+    from asr_hf.gmm.sat import SatConfig, train_sat
+
+    cfg = SatConfig(**_tri_options(args), fmllr_iters=_ints(args.fmllr_iters), fmllr_min_count=args.fmllr_min_count,
+                    silence_weight=args.silence_weight)  # fmt: skip
+    system = train_sat(args.lang, _cuts(args.cuts), args.src, args.exp, cfg)
     print(json.dumps({"exp": args.exp, **system.summary()}))
     return 0
 

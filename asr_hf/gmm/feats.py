@@ -21,7 +21,7 @@ the first/last frame.  For N=2:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Optional
 
@@ -166,6 +166,8 @@ class FeaturePipeline:
         splice: +-context frames of :func:`splice_frames` (0 = none; LDA systems: 3).
         transform: (D', D) or (D', D+1) matrix applied last (``final.mat``), or None.
             Saved beside ``feature_pipeline.json`` as a Kaldi matrix file.
+        speaker_adaptive: the model expects per-speaker fMLLR on top (a SAT system:
+            alignment and decoding estimate the transforms first, see :mod:`asr_hf.gmm.sat`).
     """
 
     cmvn: bool = True
@@ -174,6 +176,7 @@ class FeaturePipeline:
     delta_window: int = 2
     splice: int = 0
     transform: Optional[np.ndarray] = field(default=None, compare=False, repr=False)
+    speaker_adaptive: bool = False
 
     def base_dim(self, input_dim: int) -> int:
         """Dimension after deltas and splicing (the transform's input)."""
@@ -182,12 +185,9 @@ class FeaturePipeline:
     def output_dim(self, input_dim: int) -> int:
         return int(self.transform.shape[0]) if self.transform is not None else self.base_dim(input_dim)
 
-    def without_transform(self) -> "FeaturePipeline":
-        return FeaturePipeline(self.cmvn, self.norm_vars, self.delta_order, self.delta_window, self.splice)
-
-    def with_transform(self, matrix: np.ndarray) -> "FeaturePipeline":
-        return FeaturePipeline(self.cmvn, self.norm_vars, self.delta_order, self.delta_window, self.splice,
-                               np.asarray(matrix, dtype=np.float64))  # fmt: skip
+    def with_transform(self, matrix: Optional[np.ndarray]) -> "FeaturePipeline":
+        """The same pipeline with another global transform (None: none)."""
+        return replace(self, transform=None if matrix is None else np.asarray(matrix, dtype=np.float64))
 
     def __call__(
         self, feats: np.ndarray, cmvn_stats: Optional[np.ndarray] = None, speaker_transform: Optional[np.ndarray] = None
@@ -240,7 +240,8 @@ class FeaturePipeline:
     def settings(self) -> dict:
         """The JSON-serialisable settings (the transform by file name)."""
         d = {"cmvn": self.cmvn, "norm_vars": self.norm_vars, "delta_order": self.delta_order,
-             "delta_window": self.delta_window, "splice": self.splice}  # fmt: skip
+             "delta_window": self.delta_window, "splice": self.splice,
+             "speaker_adaptive": self.speaker_adaptive}  # fmt: skip
         if self.transform is not None:
             d["transform"] = TRANSFORM_FILE
             d["transform_shape"] = list(self.transform.shape)

@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
-from asr_hf.gmm.gmm import weighted_outer
+from asr_hf.gmm.gmm import GmmSet, GmmStats, accumulate, weighted_outer
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,87 @@ class FmllrStats:
         self.beta += other.beta
         self.K += other.K
         self.G += other.G
+
+
+def accumulate_speakers(
+    gmm: GmmSet,
+    acc: dict,
+    feats: Sequence[np.ndarray],
+    pdfs: Sequence[np.ndarray],
+    weights: Sequence[np.ndarray],
+    speakers: Sequence[str],
+) -> None:
+    """Add utterances to per-speaker statistics ``acc`` (speaker -> :class:`FmllrStats`).
+
+    The utterances' (T_u, D) features, (T_u,) aligned pdfs and (T_u,) frame weights
+    (silence down-weighted) are scored in one batch under ``gmm``.
+    """
+    if not feats:
+        return
+    x = np.concatenate(feats).astype(np.float64)
+    w = np.concatenate(weights).astype(np.float64)
+    fa, fb = accumulate(gmm, GmmStats.zeros(gmm), x, np.concatenate(pdfs), weights=w, frame_moments=True)
+    ends = np.cumsum([len(f) for f in feats])
+    rows: dict[str, list[np.ndarray]] = {}
+    for spk, e, f in zip(speakers, ends, feats):
+        rows.setdefault(spk, []).append(np.arange(e - len(f), e))
+    for spk, parts in rows.items():
+        idx = np.concatenate(parts)
+        acc.setdefault(spk, FmllrStats.zeros(x.shape[1])).accumulate(x[idx], fa[idx], fb[idx], float(w[idx].sum()))
+
+
+def estimate_speakers(
+    acc: dict, previous: Optional[dict] = None, num_iters: int = 40, min_count: float = 50.0
+) -> tuple[dict, dict]:
+    """One fMLLR estimation per speaker from unit, composed after ``previous`` (speaker -> W).
+
+    The statistics must come from features already adapted by ``previous`` (Kaldi
+    ``gmm-est-fmllr`` then ``compose-transforms --b-is-affine``).
+
+    Returns:
+        (speaker -> composed (D, D+1) transform, a summary: speakers, updated, mean
+        improvement per frame and the auxiliary-function traces per speaker).
+    """
+    out, traces = {}, {}
+    impr, frames, updated = 0.0, 0.0, 0
+    for spk in sorted(acc):
+        res = estimate_fmllr(acc[spk], num_iters=num_iters, min_count=min_count)
+        prev = previous.get(spk) if previous else None
+        out[spk] = res.transform if prev is None else compose_affine(res.transform, prev)
+        if res.updated:
+            updated += 1
+            impr += res.trace[-1] - res.trace[0]
+            frames += res.count
+            traces[spk] = [round((v - res.trace[0]) / res.count, 6) for v in res.trace]
+    if previous:
+        for spk, w in previous.items():
+            out.setdefault(spk, w)
+    summary = {
+        "speakers": len(acc),
+        "updated": updated,
+        "improvement_per_frame": impr / frames if frames else 0.0,
+        "frames": frames,
+        "auxf_traces_per_frame": traces,
+    }
+    log.info("fMLLR: %d/%d speakers updated, %.4f per frame over %g frames", updated, len(acc),
+             summary["improvement_per_frame"], frames)  # fmt: skip
+    return out, summary
+
+
+def save_transforms(path, transforms: dict) -> None:
+    """Per-speaker transforms as one ``.npz`` (speakers, stacked matrices), atomically."""
+    from asr_hf.utils.io import atomic_output
+
+    speakers = sorted(transforms)
+    with atomic_output(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, speakers=np.array(speakers, dtype=str),
+                     transforms=np.stack([transforms[s] for s in speakers]) if speakers else np.zeros((0, 1, 2)))  # fmt: skip
+
+
+def load_transforms(path) -> dict:
+    with np.load(path) as z:
+        return {str(k): np.asarray(m, dtype=np.float64) for k, m in zip(z["speakers"], z["transforms"])}
 
 
 def identity_transform(dim: int) -> np.ndarray:
@@ -99,7 +180,7 @@ class FmllrResult:
 
 
 def estimate_fmllr(
-    stats: FmllrStats, init: Optional[np.ndarray] = None, num_iters: int = 40, min_count: float = 20.0
+    stats: FmllrStats, init: Optional[np.ndarray] = None, num_iters: int = 40, min_count: float = 50.0
 ) -> FmllrResult:
     """Kaldi ``ComputeFmllrMatrixDiagGmmFull`` from ``init`` (default ``[I 0]``).
 

@@ -220,6 +220,7 @@ def accumulate(
     pdfs: np.ndarray,
     weights: Optional[np.ndarray] = None,
     frame_moments: bool = False,
+    stats_feats: Optional[np.ndarray] = None,
 ) -> Optional[tuple[np.ndarray, np.ndarray]]:
     """Add Viterbi-aligned statistics: frame ``t`` belongs to pdf ``pdfs[t]``.
 
@@ -233,6 +234,9 @@ def accumulate(
             ``weight-silence-post``); ``loglike`` and ``frames`` stay unweighted.
         frame_moments: also return the per-frame moments the transform estimators
             need (:mod:`asr_hf.gmm.mllt`, :mod:`asr_hf.gmm.fmllr`).
+        stats_feats: (T, D) other features whose statistics are accumulated with the
+            posteriors computed on ``feats`` (Kaldi ``gmm-acc-stats-twofeats``: the
+            speaker-independent alignment model of a SAT system).
 
     Returns:
         None, or with ``frame_moments`` the (T, D) arrays ``a_t = sum_m g_tm mu_m / v_m``
@@ -256,7 +260,15 @@ def accumulate(
     ends = np.concatenate([bounds, [len(ps)]])
     xs = x[order]
     ws = None if w_all is None else w_all[order]
+    if stats_feats is not None:
+        sx = np.asarray(stats_feats, dtype=np.float64)
+        if sx.shape != x.shape:
+            raise ValueError(f"stats_feats {sx.shape} differ from feats {x.shape}")
+        ss = sx[order]
+    else:
+        ss = xs
     x2s = xs * xs
+    ss2 = x2s if stats_feats is None else ss * ss
     inv = 1.0 / gmm.vars
     mi = gmm.means * inv
     gc = gmm.gconsts()
@@ -265,18 +277,19 @@ def accumulate(
         p = int(ps[a])
         s = gmm.pdf_slice(p)
         xb, x2b = xs[a:b], x2s[a:b]
+        sb, s2b = ss[a:b], ss2[a:b]
         if s.stop - s.start == 1:
             ll = gc[s.start] + xb @ mi[s.start] - 0.5 * (x2b @ inv[s.start])
             total += float(ll.sum())
             if ws is None:
                 stats.occ[s.start] += b - a
-                stats.x[s.start] += xb.sum(0)
-                stats.x2[s.start] += x2b.sum(0)
+                stats.x[s.start] += sb.sum(0)
+                stats.x2[s.start] += s2b.sum(0)
             else:
                 wb = ws[a:b]
                 stats.occ[s.start] += wb.sum()
-                stats.x[s.start] += wb @ xb
-                stats.x2[s.start] += wb @ x2b
+                stats.x[s.start] += wb @ sb
+                stats.x2[s.start] += wb @ s2b
             if frame_moments:
                 wcol = np.ones((b - a, 1)) if ws is None else ws[a:b, None]
                 fa[order[a:b]] = wcol * mi[s.start]
@@ -291,8 +304,8 @@ def accumulate(
         if ws is not None:
             post *= ws[a:b, None]
         stats.occ[s] += post.sum(0)
-        stats.x[s] += post.T @ xb
-        stats.x2[s] += post.T @ x2b
+        stats.x[s] += post.T @ sb
+        stats.x2[s] += post.T @ s2b
         if frame_moments:
             fa[order[a:b]] = post @ mi[s]
             fb[order[a:b]] = post @ inv[s]

@@ -6,6 +6,7 @@ An experiment directory (``exp/mono``, ``exp/tri1``) holds, in Kaldi formats:
 * ``tree``       the ``ContextDependency`` (binary);
 * ``feature_pipeline.json``  the front end (CMVN / delta / splice settings) the model expects;
 * ``final.mat``  the global feature transform of LDA+MLLT systems (Kaldi matrix);
+* ``final.alimdl``  SAT systems: the speaker-independent model for the first pass;
 * ``train_log.jsonl``  one JSON line per training iteration.
 
 :class:`GmmSystem` loads these and exposes what decoding needs: the
@@ -34,6 +35,8 @@ from asr_hf.utils.io import Pathlike, atomic_output
 from asr_hf.utils.kaldi import khg
 
 MODEL_FILE = "final.mdl"
+#: the speaker-independent alignment model of a SAT system (first decoding/alignment pass)
+ALIGN_MODEL_FILE = "final.alimdl"
 TREE_FILE = "tree"
 PIPELINE_FILE = "feature_pipeline.json"
 
@@ -93,11 +96,15 @@ class GmmSystem:
         """Write ``<name>.mdl`` (and the tree and pipeline) into ``exp_dir``."""
         exp_dir = Path(exp_dir)
         exp_dir.mkdir(parents=True, exist_ok=True)
-        kf.write_model(exp_dir / f"{name}.mdl", self.tm, self.gmm.dim, self.gmm.to_kaldi_params())
+        self.save_model(exp_dir / f"{name}.mdl")
         tree_path = exp_dir / TREE_FILE
         with atomic_output(tree_path) as tmp:
             tmp.write_bytes(kf.BINARY_HEADER + kf.context_dependency_to_bytes(self.tree))
         self.pipeline.save(exp_dir / PIPELINE_FILE)
+
+    def save_model(self, path: Pathlike) -> None:
+        """Write only the transition model + GMMs (Kaldi binary), e.g. ``final.alimdl``."""
+        kf.write_model(path, self.tm, self.gmm.dim, self.gmm.to_kaldi_params())
 
     @classmethod
     def load(cls, exp_dir: Pathlike, model: str = MODEL_FILE) -> "GmmSystem":

@@ -31,7 +31,7 @@ import numpy as np
 
 from asr_hf.gmm.align import AliArchive, AlignOptions, GraphCompiler, equal_alignment, viterbi_align
 from asr_hf.gmm.feats import FeaturePipeline, speaker_of
-from asr_hf.gmm.fmllr import FmllrStats
+from asr_hf.gmm.fmllr import FmllrStats, accumulate_speakers
 from asr_hf.gmm.gmm import GmmSet, GmmStats, accumulate, weighted_outer
 from asr_hf.gmm.lda import LdaStats
 from asr_hf.gmm.mllt import MlltStats, mllt_stats
@@ -81,7 +81,9 @@ class PassSpec:
 
     ``transform_stats`` (a :class:`TransformStats` value) adds feature-transform
     statistics; frames whose phone is in ``weight_phones`` count with
-    ``silence_weight`` in them (Kaldi ``weight-silence-post``).
+    ``silence_weight`` in them (Kaldi ``weight-silence-post``).  ``si_stats``:
+    the GMM statistics are of the speaker-independent features (no speaker
+    transforms) with posteriors from the adapted ones (``gmm-acc-stats-twofeats``).
     """
 
     source: str
@@ -97,6 +99,7 @@ class PassSpec:
     transform_stats: Optional[str] = None
     weight_phones: tuple[int, ...] = ()
     silence_weight: float = 0.0
+    si_stats: bool = False
 
 
 @dataclass
@@ -281,7 +284,7 @@ def _process_shard(task: ShardTask) -> PassResult:
 
     gstats = GmmStats.zeros(st.gmm) if spec.accumulate_gmm else None
     xstats = spec.transform_stats
-    wstats = GmmStats.zeros(st.gmm) if xstats in (TransformStats.MLLT, TransformStats.FMLLR) else None
+    wstats = GmmStats.zeros(st.gmm) if xstats == TransformStats.MLLT else None
     lda = LdaStats.zeros(info.num_pdfs, st.pipeline.output_dim(cuts[0].num_features)) if xstats == TransformStats.LDA and cuts else None
     second: Optional[np.ndarray] = None  # MLLT: sum_t b_t x_t x_t^T
     fmllr: dict[str, FmllrStats] = {}
@@ -290,32 +293,25 @@ def _process_shard(task: ShardTask) -> PassResult:
     tree_parts: list[TreeStats] = []
     out_ali: dict[str, np.ndarray] = {}
     batch_f: list[np.ndarray] = []
+    batch_si: list[np.ndarray] = []
     batch_p: list[np.ndarray] = []
     batch_w: list[np.ndarray] = []
     batch_s: list[str] = []
     batch_n = 0
 
     def flush() -> None:
-        nonlocal batch_f, batch_p, batch_w, batch_s, batch_n, second
+        nonlocal batch_f, batch_si, batch_p, batch_w, batch_s, batch_n, second
         if batch_f and gstats is not None:
-            accumulate(st.gmm, gstats, np.concatenate(batch_f), np.concatenate(batch_p))
-        if batch_f and wstats is not None:
+            si = np.concatenate(batch_si) if spec.si_stats else None
+            accumulate(st.gmm, gstats, np.concatenate(batch_f), np.concatenate(batch_p), stats_feats=si)
+        if batch_f and xstats == TransformStats.MLLT:
             x = np.concatenate(batch_f).astype(np.float64)
-            fa, fb = accumulate(st.gmm, wstats, x, np.concatenate(batch_p), weights=np.concatenate(batch_w), frame_moments=True)
-            if xstats == TransformStats.MLLT:
-                s2 = weighted_outer(fb, x)
-                second = s2 if second is None else second + s2
-            else:
-                ends = np.cumsum([len(f) for f in batch_f])
-                w = np.concatenate(batch_w)
-                rows: dict[str, list[np.ndarray]] = {}
-                for spk, e, f in zip(batch_s, ends, batch_f):
-                    rows.setdefault(spk, []).append(np.arange(e - len(f), e))
-                for spk, parts in rows.items():
-                    idx = np.concatenate(parts)
-                    acc = fmllr.setdefault(spk, FmllrStats.zeros(x.shape[1]))
-                    acc.accumulate(x[idx], fa[idx], fb[idx], float(w[idx].sum()))
-        batch_f, batch_p, batch_w, batch_s, batch_n = [], [], [], [], 0
+            _, fb = accumulate(st.gmm, wstats, x, np.concatenate(batch_p), weights=np.concatenate(batch_w), frame_moments=True)
+            s2 = weighted_outer(fb, x)
+            second = s2 if second is None else second + s2
+        if batch_f and xstats == TransformStats.FMLLR:
+            accumulate_speakers(st.gmm, fmllr, batch_f, batch_p, batch_w, batch_s)
+        batch_f, batch_si, batch_p, batch_w, batch_s, batch_n = [], [], [], [], [], 0
 
     for i, c in enumerate(cuts):
         try:
@@ -367,10 +363,13 @@ def _process_shard(task: ShardTask) -> PassResult:
             w = np.where(np.isin(info.phone[ali], weight_phones), spec.silence_weight, 1.0)
         if lda is not None:
             lda.accumulate(feats, info.pdf[ali], w)
-        if gstats is not None or wstats is not None:
+        scored = xstats in (TransformStats.MLLT, TransformStats.FMLLR)
+        if gstats is not None or scored:
             batch_f.append(feats)
+            if spec.si_stats:
+                batch_si.append(st.pipeline.for_cut(c, task.cmvn or {}))
             batch_p.append(info.pdf[ali])
-            if wstats is not None:
+            if scored:
                 batch_w.append(w)
                 batch_s.append(speaker_of(c))
             batch_n += n

@@ -2,7 +2,7 @@
 # Sourced by recipes/<corpus>/run.sh, which sets the variables below, prepares
 # data/corpus (stage 0) and then calls `run_pipeline`.
 #
-#   1 lang + LM   2 features   3 mono   4 tri (tree)   5 alignments
+#   1 lang + LM   2 features   3 mono   4 tri1 (+ tri2 LDA+MLLT, tri3 SAT)   5 alignments
 #   6 graphs      7 GMM decode 8 DNN training (one per optimizer)
 #   9 DNN decode  10 report (RESULTS.md)
 #
@@ -40,8 +40,11 @@ train_am() {
   fi
 }
 
+# the GMM system whose alignments (and tree, and graph) the DNNs use: the last of gmm_systems
+# ("mono tri1", "mono tri1 tri2" or "mono tri1 tri2 tri3")
+ali_system() { echo "${gmm_systems##* }"; }
 # the alignments stage 5 writes and stage 8 trains on: one variable, so the two cannot drift
-ali_dir=exp/tri1/ali
+ali_dir=exp/$(ali_system)/ali
 
 run_pipeline() {
   local jobs_opt=""
@@ -77,11 +80,21 @@ run_pipeline() {
     log "Stage 4: tied-triphone GMM-HMM (decision tree, $tri_leaves leaves)"
     asr-hf train-tri data/mfcc/cuts_train.jsonl.gz data/lang exp/mono exp/tri1 \
       --num-leaves "$tri_leaves" --totgauss "$tri_totgauss" $jobs_opt
+    case " $gmm_systems " in *" tri2 "*)
+      log "Stage 4: tri2 = LDA+MLLT on tri1's alignments (${tri2_leaves:-$tri_leaves} leaves)"
+      asr-hf train-lda-mllt data/mfcc/cuts_train.jsonl.gz data/lang exp/tri1 exp/tri2 \
+        --num-leaves "${tri2_leaves:-$tri_leaves}" --totgauss "${tri2_totgauss:-$tri_totgauss}" $jobs_opt ;;
+    esac
+    case " $gmm_systems " in *" tri3 "*)
+      log "Stage 4: tri3 = SAT (fMLLR) on tri2's alignments (${tri3_leaves:-$tri_leaves} leaves)"
+      asr-hf train-sat data/mfcc/cuts_train.jsonl.gz data/lang exp/tri2 exp/tri3 \
+        --num-leaves "${tri3_leaves:-$tri_leaves}" --totgauss "${tri3_totgauss:-$tri_totgauss}" $jobs_opt ;;
+    esac
   fi
 
   if want 5; then
-    log "Stage 5: frame alignments (DNN targets) with tri1"
-    asr-hf align data/mfcc/cuts_train.jsonl.gz data/lang exp/tri1 --out "$ali_dir" $jobs_opt
+    log "Stage 5: frame alignments (DNN targets) with $(ali_system)"
+    asr-hf align data/mfcc/cuts_train.jsonl.gz data/lang "exp/$(ali_system)" --out "$ali_dir" $jobs_opt
   fi
 
   if want 6; then
@@ -119,15 +132,17 @@ run_pipeline() {
     for opt in $optimizers; do
       for seed in $seeds; do
         local name; name=$(dnn_name "$opt" "$seed")
-        log "Stage 9: DNN decoding (exp/$name) with the tri1 graph"
+        # the DNN's outputs are the pdfs of the alignment system's tree: decode with its graph
+        local graph="exp/$(ali_system)/graph"
+        log "Stage 9: DNN decoding (exp/$name) with $graph"
         for set in dev test; do
           [ -f "exp/$name/loglikes_$set.ark" ] || asr-hf nnet-forward --model "exp/$name/final.pt" \
             --cuts "data/fbank/cuts_$set.jsonl.gz" --ark "exp/$name/loglikes_$set.ark"
         done
-        [ -f "exp/$name/decode_dev/.done" ] || asr-hf decode-matrices exp/tri1/graph \
+        [ -f "exp/$name/decode_dev/.done" ] || asr-hf decode-matrices "$graph" \
           "exp/$name/loglikes_dev.ark" "exp/$name/decode_dev" \
           --cuts data/fbank/cuts_dev.jsonl.gz --sweep "$acwt_sweep_dnn" $decode_opts $jobs_opt
-        [ -f "exp/$name/decode_test/.done" ] || asr-hf decode-matrices exp/tri1/graph \
+        [ -f "exp/$name/decode_test/.done" ] || asr-hf decode-matrices "$graph" \
           "exp/$name/loglikes_test.ark" "exp/$name/decode_test" \
           --cuts data/fbank/cuts_test.jsonl.gz --acwt-from "exp/$name/decode_dev" $decode_opts $jobs_opt
       done

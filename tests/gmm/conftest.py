@@ -1,8 +1,10 @@
-"""Fixtures of the GMM tests: mono -> tri1 trained once per session on the tiny corpus.
+"""Fixtures of the GMM tests: the ladder mono -> tri1 (-> tri2) trained once per session
+on the tiny corpus.
 
 The ``systems`` directory holds ``mono/`` and ``tri1/`` (each with ``ali/``) and
 ``cuts_train.jsonl.gz``: the training cuts plus one utterance whose transcript
-is far too long for its audio (it must be reported and skipped, never fatal).
+is far too long for its audio (it must be reported and skipped, never fatal);
+the ``tri2`` fixture adds ``tri2/``.
 """
 
 import pytest
@@ -39,4 +41,29 @@ def systems(tiny_corpus, tmp_path_factory):
         tree=TreeConfig(min_leaf_count=30),
     )  # fmt: skip
     train_tri(lang, train, exp / "mono", exp / "tri1", tri_cfg)
+    return exp
+
+
+@pytest.fixture(scope="session")
+def bigram_G(tiny_corpus, tmp_path_factory):
+    """A bigram G.fst over the tiny corpus's LM text (for decoding tests)."""
+    from asr_hf.lang.lang_dir import LangDir
+    from asr_hf.lang.lm import make_G, train_lm
+
+    out = tmp_path_factory.mktemp("lm")
+    lang = LangDir.load(tiny_corpus.lang_dir)
+    arpa = train_lm(tiny_corpus.corpus_dir / "lm_text.txt", out / "lm.arpa", order=2, vocabulary=lang.vocabulary)
+    return make_G(arpa, lang, out / "G.fst")
+
+
+@pytest.fixture(scope="session")
+def tri2(systems, tiny_corpus):
+    """tri2 (LDA+MLLT) on tri1's alignments, trained through ``asr-hf train-lda-mllt``."""
+    from asr_hf.cli import main
+
+    exp = systems / "tri2"
+    args = ["train-lda-mllt", str(systems / "cuts_train.jsonl.gz"), str(tiny_corpus.lang_dir), str(systems / "tri1"),
+            str(exp), "--num-leaves", "150", "--totgauss", "500", "--num-iters", "8", "--max-iter-inc", "5",
+            "--realign-iters", "3,6", "--mllt-iters", "2,4,6", "--min-leaf-count", "30", "--jobs", "2"]  # fmt: skip
+    assert main(args) == 0
     return exp

@@ -1,5 +1,5 @@
-"""tri2 (LDA+MLLT) on tri1's alignments, on the tiny corpus: training through the CLI,
-the exp dir's transform, alignment, graph and decoding with the unchanged commands."""
+"""tri2 (LDA+MLLT) on tri1's alignments, on the tiny corpus (the ``tri2`` fixture trains it
+through the CLI): the exp dir's transform, alignment, graph and decoding with the unchanged commands."""
 
 import json
 
@@ -12,16 +12,6 @@ from asr_hf.gmm.lda_mllt import read_mllt_log
 from asr_hf.gmm.model import GmmSystem, read_log
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def tri2(systems, tiny_corpus):
-    exp = systems / "tri2"
-    args = ["train-lda-mllt", str(systems / "cuts_train.jsonl.gz"), str(tiny_corpus.lang_dir), str(systems / "tri1"),
-            str(exp), "--num-leaves", "150", "--totgauss", "500", "--num-iters", "8", "--max-iter-inc", "5",
-            "--realign-iters", "3,6", "--mllt-iters", "2,4,6", "--min-leaf-count", "30", "--jobs", "2"]  # fmt: skip
-    assert main(args) == 0
-    return exp
 
 
 def test_tri2_exp_dir(tri2, systems):
@@ -55,36 +45,29 @@ def test_tri2_exp_dir(tri2, systems):
     assert "broken-utterance\t" in failed
 
 
-def test_tri2_align_mkgraph_decode(tri2, systems, tiny_corpus, tmp_path, capsys):
+def test_tri2_align_mkgraph_decode(tri2, tiny_corpus, bigram_G, tmp_path, capsys):
     from lhotse import CutSet
 
-    from asr_hf.lang.lang_dir import LangDir
-    from asr_hf.lang.lm import make_G, train_lm
-
-    lang = LangDir.load(tiny_corpus.lang_dir)
+    lang = str(tiny_corpus.lang_dir)
     dev = str(tiny_corpus.mfcc_cuts("dev"))
-    assert main(["align", dev, str(lang.path), str(tri2), "--jobs", "2"]) == 0
+    assert main(["align", dev, lang, str(tri2), "--jobs", "2"]) == 0
     rec = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert rec["utterances"] >= 0.6 * len(CutSet.from_file(dev))
     ali_cuts = CutSet.from_file(tri2 / "ali" / "cuts_dev.jsonl.gz")
     system = GmmSystem.load(tri2)
     assert all(c.load_pdf_ali().max() < system.num_pdfs for c in ali_cuts)
 
-    arpa = train_lm(tiny_corpus.corpus_dir / "lm_text.txt", tmp_path / "lm.arpa", order=2, vocabulary=lang.vocabulary)
-    G = make_G(arpa, lang, tmp_path / "G.fst")
     train10 = tmp_path / "cuts_train10.jsonl.gz"
     CutSet.from_file(tiny_corpus.mfcc_cuts("train")).subset(first=10).to_file(train10)
-    fast = ["--beam", "10", "--max-active", "500", "--jobs", "2", "--acwt", "0.07"]
+    fast = ["--beam", "10", "--max-active", "500", "--jobs", "1", "--acwt", "0.07"]
+    assert main(["mkgraph", lang, str(tri2), "--G", str(bigram_G)]) == 0
+    capsys.readouterr()
     wer = {}
-    for name in ("tri1", "tri2"):
-        assert main(["mkgraph", str(lang.path), str(systems / name), "--G", str(G)]) == 0
-        capsys.readouterr()
-        for cuts in (train10, dev):
-            assert main(["decode-gmm", str(systems / name), str(cuts), *fast]) == 0
-            r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-            assert r["ref_words"] > 50 and not r.get("failed_utts")
-            wer[name, r["set"]] = r["wer_percent"]
-    print("tiny-corpus WER", wer)
-    # training voices: both well below a broken system's ~100%
-    assert wer["tri2", "train10"] < 40.0 and wer["tri1", "train10"] < 40.0, wer
-    assert wer["tri2", "dev"] < 95.0, wer
+    for cuts in (train10, dev):
+        assert main(["decode-gmm", str(tri2), str(cuts), *fast]) == 0
+        r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert r["ref_words"] > 50 and not r.get("failed_utts")
+        wer[r["set"]] = r["wer_percent"]
+    print("tiny-corpus tri2 WER", wer)
+    # training voices: well below a broken system's ~100% (unseen dev voices: too few words to rank systems)
+    assert wer["train10"] < 40.0 and wer["dev"] < 95.0, wer
