@@ -155,7 +155,7 @@ def speaker_of(cut) -> str:
 TRANSFORM_FILE = "final.mat"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class FeaturePipeline:
     """MFCC -> per-speaker CMVN -> deltas or splicing -> global transform -> per-speaker fMLLR.
 
@@ -175,8 +175,18 @@ class FeaturePipeline:
     delta_order: int = 2
     delta_window: int = 2
     splice: int = 0
-    transform: Optional[np.ndarray] = field(default=None, compare=False, repr=False)
+    transform: Optional[np.ndarray] = field(default=None, repr=False)
     speaker_adaptive: bool = False
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, FeaturePipeline):
+            return NotImplemented
+        a, b = self.transform, other.transform
+        same_matrix = (a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b))
+        return self.settings() == other.settings() and same_matrix
+
+    def __hash__(self) -> int:
+        return hash(json.dumps(self.settings(), sort_keys=True))
 
     def base_dim(self, input_dim: int) -> int:
         """Dimension after deltas and splicing (the transform's input)."""

@@ -226,3 +226,40 @@ def test_fmllr_below_min_count_keeps_transform():
     res = estimate_fmllr(stats, min_count=20.0)
     assert not res.updated
     np.testing.assert_array_equal(res.transform, identity_transform(3))
+
+
+def test_pipeline_equality_includes_the_matrix():
+    m = np.eye(3, 9)
+    a = FeaturePipeline(delta_order=0, splice=1).with_transform(m)
+    assert a == FeaturePipeline(delta_order=0, splice=1).with_transform(m.copy()) and hash(a) == hash(a.with_transform(m))
+    assert a != a.with_transform(2 * m) and a != a.with_transform(None) and FeaturePipeline() == FeaturePipeline()
+
+
+def test_fmllr_speaker_accumulation_and_two_feature_stats():
+    from asr_hf.gmm.fmllr import accumulate_speakers
+
+    rng = np.random.default_rng(6)
+    gmm, x, pdfs, _ = _rotated_gmm_problem(rng, n=600)
+    w = np.where(rng.uniform(size=len(x)) < 0.3, 0.0, 1.0)
+    cuts = np.split(np.arange(len(x)), [100, 250, 400, 480])
+    spk = ["a", "b", "a", "c", "b"]
+    acc: dict = {}
+    accumulate_speakers(gmm, acc, [x[c] for c in cuts], [pdfs[c] for c in cuts], [w[c] for c in cuts], spk)
+    post = _dense_posteriors(gmm, x, pdfs) * w[:, None]
+    for s in "abc":
+        rows = np.concatenate([c for c, k in zip(cuts, spk) if k == s])
+        xi = np.concatenate([x[rows], np.ones((len(rows), 1))], axis=1)
+        a = post[rows] @ (gmm.means / gmm.vars)
+        b = post[rows] @ (1.0 / gmm.vars)
+        np.testing.assert_allclose(acc[s].K, a.T @ xi, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(acc[s].G, np.einsum("ti,tj,tk->ijk", b, xi, xi), rtol=1e-9, atol=1e-9)
+        assert acc[s].beta == pytest.approx(w[rows].sum())
+
+    # gmm-acc-stats-twofeats: posteriors from x, statistics of y
+    y = x * 2.0 + 1.0
+    stats = GmmStats.zeros(gmm)
+    accumulate(gmm, stats, x, pdfs, stats_feats=y)
+    full = _dense_posteriors(gmm, x, pdfs)
+    np.testing.assert_allclose(stats.occ, full.sum(0), rtol=1e-9)
+    np.testing.assert_allclose(stats.x, full.T @ y, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(stats.x2, full.T @ (y * y), rtol=1e-9, atol=1e-9)
