@@ -31,8 +31,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Optional, Sequence
 
-import numpy as np
-
 from asr_hf.gmm.feats import FeaturePipeline
 from asr_hf.gmm.fmllr import estimate_speakers, save_transforms
 from asr_hf.gmm.gmm import MleOptions, mle_update
