@@ -204,6 +204,8 @@ def paired_table(rows: Sequence[ResultRow], against: Optional[str] = None) -> st
     lines = []
     for dset in _sets_in_order(rows):
         in_set = [r for r in rows if r.set == dset and r.wer_percent is not None]
+        if len(in_set) < 2:  # e.g. a SAT system's first pass (decode_dev.si): nothing to pair with
+            continue
         if against is not None:
             refs = [r for r in in_set if r.system == against]
         else:
