@@ -109,7 +109,7 @@ class LdaMlltFrontEnd(FrontEnd):
         rec = {
             "iter": it,
             "count": est.count,
-            "objf_per_frame": [(v - sweeps[0]) / est.count for v in sweeps[: 11]] + [(sweeps[-1] - sweeps[0]) / est.count],
+            "objf_per_frame": [round((v - sweeps[0]) / est.count, 6) for v in sweeps],  # after each row sweep
             "improvement_per_frame": est.improvement_per_frame,
             "sweeps": len(sweeps) - 1,
             "logdet": float(np.linalg.slogdet(M)[1]),

@@ -139,8 +139,6 @@ class SatFrontEnd(FrontEnd):
                                     cfg.fmllr_row_iters, cfg.fmllr_min_count)  # fmt: skip
 
     def prepare(self, prev: GmmSystem) -> tuple[FeaturePipeline, Optional[dict]]:
-        if prev.pipeline.speaker_adaptive:
-            raise DataError(str(self.ctx.exp_dir), "SAT on top of a SAT system is not supported; use tri2 (LDA+MLLT)")
         src = replace(prev, speaker_transforms=None)
         xforms, summary = self._estimate(src, self.ctx.prev_ali)
         (self.ctx.exp_dir / FMLLR_LOG).unlink(missing_ok=True)
@@ -189,4 +187,9 @@ def train_sat(
     ``trans_train.npz``, ``fmllr.json`` (how test speakers are adapted) and
     ``fmllr_log.jsonl`` (the auxiliary-function traces of every estimation).
     """
+    from asr_hf.gmm.feats import FeaturePipeline
+    from asr_hf.gmm.model import PIPELINE_FILE
+
+    if FeaturePipeline.load(Path(src_dir) / PIPELINE_FILE).speaker_adaptive:  # refused before anything is written
+        raise DataError(str(src_dir), "SAT on top of a SAT system is not supported; use tri2 (LDA+MLLT)")
     return train_tied(lang_dir, cuts_paths, src_dir, exp_dir, config, SatFrontEnd(config))
