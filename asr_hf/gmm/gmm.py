@@ -317,16 +317,21 @@ def accumulate(
 def weighted_outer(weights: np.ndarray, vecs: np.ndarray, chunk: int = 2048) -> np.ndarray:
     """``out[i] = sum_t weights[t, i] vecs_t vecs_t^T``: (D, E, E) from (T, D) weights and (T, E) vectors.
 
-    One (D, T) x (T, E*E) matrix product per chunk of frames, float64.
+    One (D, T) x (T, E(E+1)/2) matrix product per chunk of frames over the upper
+    triangle of ``vecs_t vecs_t^T`` (the result is symmetric), float64.
     """
     w = np.asarray(weights, dtype=np.float64)
     y = np.asarray(vecs, dtype=np.float64)
     d, e = w.shape[1], y.shape[1]
-    out = np.zeros((d, e * e))
+    iu, ju = np.triu_indices(e)
+    tri = np.zeros((d, len(iu)))
     for a in range(0, len(y), chunk):
         yb = y[a : a + chunk]
-        out += w[a : a + chunk].T @ (yb[:, :, None] * yb[:, None, :]).reshape(len(yb), e * e)
-    return out.reshape(d, e, e)
+        tri += w[a : a + chunk].T @ (yb[:, iu] * yb[:, ju])
+    out = np.zeros((d, e, e))
+    out[:, iu, ju] = tri
+    out[:, ju, iu] = tri
+    return out
 
 
 @dataclass(frozen=True)
