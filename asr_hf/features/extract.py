@@ -329,8 +329,21 @@ def compute_features(
     marker = f"{split}"
     target = out_dir / f"cuts_{split}.jsonl.gz"
     if is_done(out_dir, marker) and target.is_file():
+        existing = CutSet.from_file(target)
+        skipped = out_dir / f"skipped_{split}.txt"
+        had = set(existing.ids)
+        if skipped.is_file():
+            had |= {line.split("\t", 1)[0] for line in skipped.read_text().splitlines() if line}
+        wanted = {c.id for c in cuts}
+        if had != wanted:
+            extra = sorted(wanted - had) or sorted(had - wanted)
+            raise DataError(
+                str(target),
+                f"stale: made from {len(had)} cuts but the input now has {len(wanted)} (e.g. {extra[0]}; "
+                f"speed perturbation or the corpus changed); remove {out_dir} to recompute",
+            )
         log.info("features %s already complete", target)
-        return CutSet.from_file(target)
+        return existing
     extractor = make_extractor(kind, **options)
     cut_list = list(cuts)
     if not cut_list:

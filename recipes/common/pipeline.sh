@@ -59,10 +59,14 @@ run_pipeline() {
   fi
 
   if want 2; then
-    log "Stage 2: features (fbank ${num_mel_bins} for the DNN, MFCC for the GMMs)"
+    log "Stage 2: features (fbank ${num_mel_bins} for the DNN, MFCC for the GMMs)${speed_perturb:+, train speed-perturbed $speed_perturb}"
+    # --speed-perturb (Kaldi's perturb_data_dir_speed.sh) adds sp<f>- copies of the training
+    # utterances as new speakers; GMMs, alignments and the DNN then all train on them
+    local sp_opt=""
+    [ -n "${speed_perturb:-}" ] && sp_opt="--speed-perturb $speed_perturb"
     asr-hf features --corpus data/corpus --out data/fbank --kind fbank --num-mel-bins "$num_mel_bins" \
-      --sampling-rate "$sample_rate" $jobs_opt
-    asr-hf features --corpus data/corpus --out data/mfcc --kind mfcc --sampling-rate "$sample_rate" $jobs_opt
+      --sampling-rate "$sample_rate" $sp_opt $jobs_opt
+    asr-hf features --corpus data/corpus --out data/mfcc --kind mfcc --sampling-rate "$sample_rate" $sp_opt $jobs_opt
   fi
 
   if want 3; then

@@ -169,3 +169,35 @@ def test_lhotse_multiline_errors_become_one_line(tmp_path, monkeypatch):
     msg = str(err.value)
     assert "\n" not in msg and "TypeError" not in msg and "[extra info]" not in msg
     assert msg == f"{tmp_path / cut.id}.wav: unreadable audio (LibsndfileError: Error opening '{tmp_path / cut.id}.wav': Format not recognised)"
+
+
+def test_speed_perturbation_makes_kaldi_named_copies(tmp_path):
+    from asr_hf.data.cuts import speed_perturb
+
+    cuts = _cuts(tmp_path)
+    sp = speed_perturb(cuts, (0.9, 1.0, 1.1))
+    assert len(sp) == 3 * len(cuts)
+    by_id = {c.id: c for c in sp}
+    orig = cuts[0]
+    slow, fast = by_id[f"sp0.9-{orig.id}"], by_id[f"sp1.1-{orig.id}"]
+    assert slow.supervisions[0].speaker == "sp0.9-" + orig.supervisions[0].speaker
+    assert slow.supervisions[0].text == orig.supervisions[0].text
+    # 0.9 is slower: longer audio by 1/0.9 (Kaldi/sox speed semantics)
+    n = orig.load_audio().shape[-1]
+    assert abs(slow.load_audio().shape[-1] - n / 0.9) <= 2 and abs(fast.load_audio().shape[-1] - n / 1.1) <= 2
+    feats = compute_features(sp, "mfcc", tmp_path / "mfcc", "train", jobs=1, progress=False)
+    assert {c.id for c in feats} == set(by_id)
+    with pytest.raises(DataError, match="factor 3"):
+        speed_perturb(cuts, (3.0,))
+
+
+def test_stale_features_are_refused_not_reused(tmp_path):
+    cuts = _cuts(tmp_path)
+    compute_features(cuts, "mfcc", tmp_path / "mfcc", "train", jobs=1, progress=False)
+    # the same input is a complete stage: reused
+    again = compute_features(cuts, "mfcc", tmp_path / "mfcc", "train", jobs=1, progress=False)
+    assert len(again) == len(cuts)
+    # a different cut list (corpus re-made, speed perturbation switched on) must not reuse old features
+    compute_features(cuts.subset(first=2), "mfcc", tmp_path / "mfcc2", "train", jobs=1, progress=False)
+    with pytest.raises(DataError, match="stale: made from 2 cuts but the input now has 3"):
+        compute_features(cuts, "mfcc", tmp_path / "mfcc2", "train", jobs=1, progress=False)
