@@ -421,6 +421,36 @@ def speakers_section(rows: Sequence[ResultRow], set_name: str = "test") -> str:
     return "\n".join(lines)
 
 
+def sweeps_section(rows: Sequence[ResultRow]) -> str:
+    """Markdown: every system's acoustic-weight sweep on dev (WER per weight, the chosen
+    weight in bold, whether the sweep had to extend itself) and the weight test used."""
+    lines = []
+    test_acwt = {r.system: r.acwt for r in rows if r.set == "test"}
+    for r in sorted((r for r in rows if r.set == "dev"), key=lambda r: r.system):
+        rec = read_wer(r.decode_dir)
+        sweep = rec.get("sweep") or []
+        if not sweep:
+            continue
+        cells = ", ".join(
+            (f"**{p['acwt']:g}: {p['wer_percent']:.2f}**" if p["acwt"] == rec.get("acwt") else
+             f"{p['acwt']:g}: {p['wer_percent']:.2f}") if p.get("wer_percent") is not None else f"{p['acwt']:g}: -"
+            for p in sorted(sweep, key=lambda p: p["acwt"])
+        )  # fmt: skip
+        note = []
+        if rec.get("sweep_extended"):
+            note.append(f"extended {rec['sweep_extended']}x")
+        if rec.get("sweep_best_at_edge"):
+            note.append("best still at an edge")
+        t = test_acwt.get(r.system)
+        lines.append(f"| {r.system} | {cells} | {'; '.join(note) or '-'} | {t:g} |" if t is not None else
+                     f"| {r.system} | {cells} | {'; '.join(note) or '-'} | - |")  # fmt: skip
+    if not lines:
+        return ""
+    head = ["## Acoustic-weight sweeps (dev %WER per acwt; chosen in bold, then used on test)\n",
+            "| system | dev sweep | note | test acwt |", "|---|---|---|---:|"]  # fmt: skip
+    return "\n".join(head + lines)
+
+
 def stage_times_section(exp_root: Pathlike) -> str:
     """Markdown: wall time per recipe stage from ``exp/stage_times.tsv`` (lines
     ``start_epoch end_epoch stage description``, appended by recipes/common/pipeline.sh);
@@ -462,7 +492,8 @@ def results_markdown(exp_root: Pathlike, title: str = "Results", paired_against:
     paired = paired_table(rows, paired_against)
     if paired:
         out += ["\n## Paired differences\n", paired]
-    for section in (speakers_section(rows), hf_speedup_section(exp_root), stage_times_section(exp_root),
+    for section in (speakers_section(rows), sweeps_section(rows), hf_speedup_section(exp_root),
+                    stage_times_section(exp_root),
                     commands_section(exp_root)):
         if section:
             out += ["\n" + section]

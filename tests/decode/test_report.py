@@ -177,3 +177,10 @@ def test_stage_times_add_up_over_reruns(tmp_path):
     assert "| 0 | synthesize | 0:01:00 |" in text and "| 3 | monophone GMM | 1:00:30 |" in text
     assert "Sum of stage times 1:01:30" in text
     assert stage_times_section(tmp_path / "missing") == ""
+
+
+def test_sweeps_section_shows_every_weight_and_the_choice(exp_tree):
+    from asr_hf.decode.report import sweeps_section
+
+    text = sweeps_section(collect_results(exp_tree[0]))
+    assert "| mono | 0.05: 0.00, **0.1: 0.00**, 0.2: 0.00 | - | 0.1 |" in text
