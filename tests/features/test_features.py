@@ -201,3 +201,20 @@ def test_stale_features_are_refused_not_reused(tmp_path):
     compute_features(cuts.subset(first=2), "mfcc", tmp_path / "mfcc2", "train", jobs=1, progress=False)
     with pytest.raises(DataError, match="stale: made from 2 cuts but the input now has 3"):
         compute_features(cuts, "mfcc", tmp_path / "mfcc2", "train", jobs=1, progress=False)
+
+
+def test_features_cli_speed_perturbs_only_the_train_split(tmp_path):
+    from asr_hf.cli import main
+
+    corpus = tmp_path / "corpus"
+    (corpus / "manifests").mkdir(parents=True)
+    cuts = _cuts(tmp_path)
+    cuts.to_file(corpus / "manifests" / "cuts_train.jsonl.gz")
+    cuts.to_file(corpus / "manifests" / "cuts_dev.jsonl.gz")
+    assert main(["features", "--corpus", str(corpus), "--out", str(tmp_path / "f"), "--kind", "mfcc",
+                 "--speed-perturb", "0.9,1.0", "--jobs", "1"]) == 0  # fmt: skip
+    train = CutSet.from_file(tmp_path / "f" / "cuts_train.jsonl.gz")
+    dev = CutSet.from_file(tmp_path / "f" / "cuts_dev.jsonl.gz")
+    assert len(train) == 2 * len(cuts) and len(dev) == len(cuts)
+    assert main(["features", "--corpus", str(corpus), "--out", str(tmp_path / "g"), "--kind", "mfcc",
+                 "--speed-perturb", "0.9,fast"]) == 2  # fmt: skip
