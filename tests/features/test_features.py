@@ -218,3 +218,22 @@ def test_features_cli_speed_perturbs_only_the_train_split(tmp_path):
     assert len(train) == 2 * len(cuts) and len(dev) == len(cuts)
     assert main(["features", "--corpus", str(corpus), "--out", str(tmp_path / "g"), "--kind", "mfcc",
                  "--speed-perturb", "0.9,fast"]) == 2  # fmt: skip
+
+
+def test_features_made_with_other_options_are_refused(tmp_path):
+    cuts = _cuts(tmp_path)
+    compute_features(cuts, "fbank", tmp_path / "f", "train", jobs=1, progress=False, num_mel_bins=23)
+    with pytest.raises(DataError, match=r"stale: made with .*\"num_mel_bins\": 23.* but asked for .*\"kind\": \"mfcc\""):
+        compute_features(cuts, "mfcc", tmp_path / "f", "train", jobs=1, progress=False)
+    with pytest.raises(DataError, match="stale"):
+        compute_features(cuts, "fbank", tmp_path / "f", "train", jobs=1, progress=False, num_mel_bins=40)
+    assert len(compute_features(cuts, "fbank", tmp_path / "f", "train", jobs=1, progress=False, num_mel_bins=23)) == 3
+
+
+def test_mixed_sampling_rates_in_a_split_are_refused(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    cuts = list(_cuts(tmp_path / "a", n=2)) + list(_cuts(tmp_path / "b", n=1, sr=8000))
+    with pytest.raises(DataError, match=r"sampling rate 16000 Hz, but .*spk0-utt0.wav in the same split is 8000 Hz"):
+        compute_features(CutSet.from_cuts(cuts), "mfcc", tmp_path / "f", "train", jobs=1, progress=False)
+    assert not (tmp_path / "f" / "cuts_train.jsonl.gz").exists()
