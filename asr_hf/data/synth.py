@@ -56,6 +56,7 @@ from tqdm import tqdm
 from asr_hf.data.text import read_fortunes, select_sentences, split_disjoint
 from asr_hf.utils.errors import DataError
 from asr_hf.utils.io import Pathlike, atomic_output, is_done, mark_done
+from asr_hf.utils.procs import pool_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -473,7 +474,8 @@ def synthesize_corpus(
     plan = plan_utterances(style, spec, text, speakers, seed, out_dir / "audio")
     log.info("synthesizing %d utterances (%s, %s) with %s jobs", len(plan), style, spec, jobs or os.cpu_count())
     results: dict[str, dict] = {}
-    with ProcessPoolExecutor(max_workers=jobs or os.cpu_count(), mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=jobs or os.cpu_count(), mp_context=multiprocessing.get_context("spawn"),
+                             **pool_kwargs()) as pool:
         it = pool.map(render_utterance, plan, chunksize=8)
         for res in tqdm(it, total=len(plan), desc=f"synth {style}", disable=not progress):
             results[res["utt_id"]] = res

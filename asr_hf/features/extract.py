@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from asr_hf.utils.errors import DataError
 from asr_hf.utils.io import Pathlike, atomic_output, is_done, mark_done
+from asr_hf.utils.procs import pool_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -384,7 +385,8 @@ def compute_features(
             for i, ch in enumerate(chunks)
         ]
         done, bad = [], []
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                                 **pool_kwargs()) as pool:
             for res, b in tqdm(pool.map(_extract_chunk, tasks), total=len(tasks),
                                desc=f"{kind} {split}", disable=not progress):
                 if b and b[-1][0] == "__fatal__":
