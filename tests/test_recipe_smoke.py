@@ -39,6 +39,10 @@ def test_synth_bn_recipe_end_to_end(tmp_path):
             assert 0 <= wer["wer_percent"] <= 150 and wer["ref_words"] > 0, (sys_name, s, wer)
     results = (tmp_path / "RESULTS.md").read_text()
     assert "dnn_hf_lbfgs_sampled" in results and "tri1" in results
+    # the report carries the wall time of every stage and the held-out speakers of the best system
+    for stage in range(0, 10):
+        assert f"| {stage} | " in results.split("## Wall time per stage")[1], stage
+    assert "## Held-out speakers (test, best system" in results
     summary = json.loads((tmp_path / "exp" / "dnn_hf_lbfgs_sampled" / "train_summary.json").read_text())
     assert summary["optimizer"] == "hf_lbfgs_sampled" and summary["epochs_or_iters"] == 3
     # every stage is idempotent: a re-run of the training/decoding stages does not retrain

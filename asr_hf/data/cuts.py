@@ -55,3 +55,41 @@ def cuts_from_manifests(manifest_dir: Pathlike, corpus_dir: Pathlike, splits: Se
                 tmp.write_text("".join(f"{s.text}\n" for s in sups if s.text), encoding="utf-8")
     mark_done(corpus_dir)
     return corpus_dir
+
+
+def speed_perturb(cuts, factors: Sequence[float]):
+    """Kaldi-style speed perturbation (``utils/perturb_data_dir_speed.sh``).
+
+    Every factor other than 1 adds a resampled copy of each cut (tempo and
+    pitch change together, as sox ``speed``); the copies are new utterances of
+    new speakers, named Kaldi's way: cut/supervision id ``sp<f>-<id>`` and
+    speaker ``sp<f>-<speaker>``, so per-speaker CMVN and speaker-prefixed
+    ids keep working.  A factor of 1 keeps the original cuts.
+
+    Args:
+        cuts: raw-audio CutSet (one supervision per cut).
+        factors: e.g. ``(0.9, 1.0, 1.1)``.
+
+    Returns:
+        CutSet of ``len(factors) * len(cuts)`` cuts (the originals only when 1 is listed).
+    """
+    from lhotse import CutSet
+    from lhotse.utils import fastcopy
+
+    if not factors:
+        raise DataError("speed perturbation", "no factors given")
+    bad = [f for f in factors if not 0.5 <= f <= 2.0]
+    if bad:
+        raise DataError("speed perturbation", f"factor {bad[0]} outside [0.5, 2.0]")
+    out = []
+    for f in factors:
+        if f == 1.0:
+            out.extend(cuts)
+            continue
+        tag = f"sp{f:g}"
+        for cut in cuts:
+            p = cut.perturb_speed(f, affix_id=False)
+            sups = [fastcopy(s, id=f"{tag}-{s.id}", speaker=f"{tag}-{s.speaker}" if s.speaker else None)
+                    for s in p.supervisions]
+            out.append(fastcopy(p, id=f"{tag}-{cut.id}", supervisions=sups))
+    return CutSet.from_cuts(out)

@@ -2,9 +2,24 @@
 
 The real LDC corpora are licensed, so the default recipes run on speech made
 here with Debian's synthesizers: espeak-ng (English accents x voice variants)
-and flite (its built-in voices).  Every speaker gets its own voice, rate, pitch,
-word gap and level; dev and test speakers never appear in training, and
-train/dev/test sentences are disjoint.
+and flite (its built-in voices), plus signal-level perturbation with sox.
+No other speech engine is used, so that generalisation to unseen synthesizers
+can be tested separately.
+
+Speaker diversity (what makes held-out voices generalise):
+
+* every espeak-ng accent x variant identity that sounds human, plus flite's
+  voices; dev and test identities are drawn first and never appear in
+  training (training speakers reuse training identities only when the split
+  needs more speakers than there are identities, and then differ in the
+  perturbations below);
+* per speaker: speaking rate, F0 (espeak ``-p`` / flite ``int_f0_target_mean``),
+  word gap, level, and a vocal-tract-like spectral scaling (sox ``pitch``,
+  which moves formants and F0 together by the same factor, so combined with
+  the engine's F0 the two vary independently);
+* per utterance: a channel (BN: microphone colouring with random high/low-pass
+  corners, two peaking EQ bands, room reverberation in some utterances;
+  SWB: a handset EQ before the telephone band), then the style's noise.
 
 Two styles mirror the papers' tasks:
 
@@ -41,6 +56,7 @@ from tqdm import tqdm
 from asr_hf.data.text import read_fortunes, select_sentences, split_disjoint
 from asr_hf.utils.errors import DataError
 from asr_hf.utils.io import Pathlike, atomic_output, is_done, mark_done
+from asr_hf.utils.procs import pool_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +67,17 @@ ESPEAK_ACCENTS = (
     "en-us", "en-gb", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp",
     "en-gb-x-gbcwmd", "en-029", "en-us-nyc",
 )  # fmt: skip
-# Voice variants (files under espeak-ng-data/voices/!v) that sound human enough.
+# Voice variants (files under espeak-ng-data/voices/!v) that sound human enough:
+# the robotic, whispered, croaking and novelty ones are left out.
 ESPEAK_VARIANTS = (
     "m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "f1", "f2", "f3", "f4", "f5",
-    "klatt", "klatt2", "klatt3", "klatt4", "Alex", "Andy", "Annie", "Denis", "Gene",
-    "Jacky", "Lee", "Michael", "Mike", "adam", "anika", "aunty", "belinda", "benjamin",
-    "boris", "caleb", "david", "ed", "edward", "grandma", "grandpa", "iven", "iven2",
-    "john", "linda", "max", "michel", "norbert", "paul", "quincy", "rob", "robert",
-    "shelby", "steph", "travis", "victor",
+    "klatt", "klatt2", "klatt3", "klatt4", "klatt5", "klatt6", "Alex", "Alicia", "Andrea", "Andy",
+    "Annie", "Denis", "Diogo", "Gene", "Gene2", "Henrique", "Hugo", "Jacky", "Lee", "Marco", "Mario",
+    "Michael", "Mike", "Nguyen", "adam", "anika", "announcer", "antonio", "aunty", "belinda",
+    "benjamin", "boris", "caleb", "david", "ed", "edward", "edward2", "grandma", "grandpa", "gustave",
+    "iven", "iven2", "iven3", "iven4", "john", "kaukovalta", "linda", "marcelo", "max", "michel",
+    "miguel", "norbert", "pablo", "paul", "pedro", "quincy", "rob", "robert", "sandro", "shelby",
+    "steph", "steph2", "steph3", "travis", "victor", "zac",
 )  # fmt: skip
 # flite voices and their native rates; kal is 8 kHz so it only serves telephone speech.
 FLITE_VOICES = {"kal16": 16000, "awb": 16000, "rms": 16000, "slt": 16000, "kal": 8000}
@@ -95,18 +114,25 @@ class CorpusSize:
 SIZES: dict[str, CorpusSize] = {
     # a few minutes: unit and smoke tests
     "tiny": CorpusSize(0.05, 0.01, 0.01, 8, 2, 2, lm_sentences=400),
-    # the README demo: the whole default recipe in well under 30 min on 2 cores
-    "small": CorpusSize(1.0, 0.1, 0.1, 40, 6, 6),
-    "medium": CorpusSize(10.0, 0.5, 0.5, 120, 10, 10),
+    # the README demo and open benchmark: ~200 training voices; dev 0.3 h for tuning and
+    # test 1 h (~8k words) so that a 1-point WER difference can be resolved
+    "small": CorpusSize(1.0, 0.3, 1.0, 200, 10, 24),
+    "medium": CorpusSize(10.0, 0.5, 2.0, 800, 16, 40),
     # the papers' training-set sizes
-    "bn50": CorpusSize(50.0, 2.0, 2.0, 250, 20, 20),
-    "swb300": CorpusSize(300.0, 2.0, 2.0, 500, 30, 30),
+    "bn50": CorpusSize(50.0, 2.0, 3.0, 1500, 30, 60),
+    "swb300": CorpusSize(300.0, 2.0, 3.0, 3000, 30, 60),
 }
 
 
 @dataclass(frozen=True)
 class Speaker:
-    """One synthetic speaker: an engine voice plus its speaking style."""
+    """One synthetic speaker: an engine voice plus its speaking style.
+
+    Attributes:
+        formant_cents: spectral scaling applied after synthesis (sox ``pitch``,
+            in cents: +100 scales formants and F0 up by 2**(1/12)); a stand-in
+            for vocal-tract length differences between speakers.
+    """
 
     id: str
     engine: str  # "espeak" or "flite"
@@ -115,6 +141,7 @@ class Speaker:
     pitch: float  # espeak pitch 0-99, or flite mean F0 in Hz
     word_gap: int  # espeak extra pause between words, units of 10 ms
     level_db: float  # speech level in dBFS after synthesis
+    formant_cents: float = 0.0
 
     def command(self, text: str, wav_path: str) -> list[str]:
         if self.engine == "espeak":
@@ -128,30 +155,47 @@ class Speaker:
         ]  # fmt: skip
 
 
+def voice_identities(style: str) -> list[tuple[str, str]]:
+    """Every (engine, voice) identity usable for a style, in a fixed order."""
+    ids = [("espeak", f"{a}+{v}") for a in ESPEAK_ACCENTS for v in ESPEAK_VARIANTS]
+    ids += [("flite", v) for v, sr in FLITE_VOICES.items() if sr >= STYLE_RATE[style] or style == Style.SWB]
+    return ids
+
+
 def make_speakers(style: str, size: CorpusSize, seed: int) -> dict[str, list[Speaker]]:
     """Draw disjoint speaker sets for train/dev/test.
 
-    Distinct (voice, variant) identities are shuffled and dealt to the splits, so
-    a dev/test speaker's voice is never a training voice when enough voices
-    exist; beyond that, speakers of one voice differ in rate, pitch and level.
+    Distinct (engine voice) identities are shuffled; test and dev take theirs
+    first, so a held-out speaker's voice is never a training voice.  Training
+    speakers cycle through the remaining identities; when there are more
+    training speakers than identities, speakers sharing a voice still differ
+    in rate, F0, formant scaling and level.
+
+    Raises:
+        DataError: if held-out speakers would use up every identity.
     """
     rng = random.Random(f"speakers-{style}-{seed}")
-    identities = [("espeak", f"{a}+{v}") for a in ESPEAK_ACCENTS for v in ESPEAK_VARIANTS]
-    identities += [
-        ("flite", v) for v, sr in FLITE_VOICES.items() if sr >= STYLE_RATE[style] or style == Style.SWB
-    ]
+    identities = voice_identities(style)
     rng.shuffle(identities)
+    n_held = size.dev_speakers + size.test_speakers
+    if n_held >= len(identities):
+        raise DataError(f"size {size}", f"{n_held} held-out speakers but only {len(identities)} voice identities")
+    pools = {
+        "test": identities[: size.test_speakers],
+        "dev": identities[size.test_speakers : n_held],
+        "train": identities[n_held:],
+    }
     counts = {"train": size.train_speakers, "dev": size.dev_speakers, "test": size.test_speakers}
     fast = style == Style.SWB
     out: dict[str, list[Speaker]] = {}
     k = 0
     for split in SPLITS:
         spks = []
-        for _ in range(counts[split]):
-            engine, voice = identities[k % len(identities)]
+        for i in range(counts[split]):
+            engine, voice = pools[split][i % len(pools[split])]
             if engine == "espeak":
                 rate = rng.uniform(170, 230) if fast else rng.uniform(135, 185)
-                pitch = rng.uniform(20, 80)
+                pitch = rng.uniform(15, 85)
             else:
                 rate = rng.uniform(0.75, 0.95) if fast else rng.uniform(0.9, 1.15)
                 pitch = rng.uniform(90, 130) if voice in ("kal", "kal16", "awb", "rms") else rng.uniform(150, 210)
@@ -164,6 +208,7 @@ def make_speakers(style: str, size: CorpusSize, seed: int) -> dict[str, list[Spe
                     pitch=round(pitch, 1),
                     word_gap=rng.choice((0, 0, 1, 2)) if not fast else 0,
                     level_db=round(rng.uniform(-32, -20), 1),
+                    formant_cents=round(rng.uniform(-250.0, 250.0), 1),
                 )
             )
             k += 1
@@ -184,12 +229,42 @@ class UtteranceJob:
     path: str
 
 
-def _run_engine(spk: Speaker, text: str, tmp_wav: str) -> tuple[np.ndarray, int]:
+def _run_engine(spk: Speaker, text: str, tmp_wav: str) -> None:
     proc = subprocess.run(spk.command(text, tmp_wav), capture_output=True, timeout=120)
     if proc.returncode != 0 or not os.path.exists(tmp_wav):
         raise RuntimeError(f"{spk.engine} failed for voice {spk.voice}: {proc.stderr.decode()[:200]}")
-    audio, sr = sf.read(tmp_wav, dtype="float32", always_2d=False)
-    os.unlink(tmp_wav)
+
+
+def channel_effects(style: str, rng: np.random.Generator) -> list[str]:
+    """sox effects of one utterance's recording channel (drawn from ``rng``).
+
+    BN: microphone colouring (high-pass 60-250 Hz, low-pass 4.5-7.8 kHz), two
+    peaking EQ bands of +-8 dB between 200 Hz and 5 kHz, and room reverberation
+    in about a third of the utterances.  SWB: a handset EQ (two +-6 dB bands,
+    300 Hz-3 kHz); the telephone band itself is applied after the noise.
+    """
+    fx: list[str] = []
+    if style == Style.BN:
+        fx += ["highpass", f"{rng.uniform(60, 250):.0f}", "lowpass", f"{rng.uniform(4500, 7800):.0f}"]
+        lo, hi, gain = 200.0, 5000.0, 8.0
+    else:
+        lo, hi, gain = 300.0, 3000.0, 6.0
+    for _ in range(2):
+        f = math.exp(rng.uniform(math.log(lo), math.log(hi)))
+        fx += ["equalizer", f"{f:.0f}", f"{rng.uniform(0.7, 2.0):.2f}q", f"{rng.uniform(-gain, gain):+.1f}"]
+    if style == Style.BN and rng.random() < 0.35:
+        fx += ["reverb", f"{rng.uniform(10, 50):.0f}", "50", f"{rng.uniform(20, 80):.0f}"]
+    return fx
+
+
+def _run_sox(in_wav: str, out_wav: str, effects: Sequence[str], out_sr: int) -> tuple[np.ndarray, int]:
+    """Apply sox ``effects`` then resample to ``out_sr`` (no dither; clipping guarded)."""
+    cmd = ["sox", "-D", "-G", "-V1", in_wav, "-e", "floating-point", "-b", "32", out_wav, *effects,
+           "rate", "-h", str(out_sr)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, timeout=120)
+    if proc.returncode != 0 or not os.path.exists(out_wav):
+        raise RuntimeError(f"sox failed ({' '.join(effects)}): {proc.stderr.decode()[:200]}")
+    audio, sr = sf.read(out_wav, dtype="float32", always_2d=False)
     return audio, sr
 
 
@@ -249,7 +324,18 @@ def render_utterance(job: UtteranceJob) -> dict:
     rng = np.random.default_rng(zlib.crc32(f"{job.seed}:{job.utt_id}".encode()))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = str(path.with_suffix(f".tmp{os.getpid()}.wav"))
-    audio, sr = _run_engine(job.speaker, job.text, tmp)
+    tmp_fx = str(path.with_suffix(f".tmp{os.getpid()}.fx.wav"))
+    try:
+        _run_engine(job.speaker, job.text, tmp)
+        effects: list[str] = []
+        if abs(job.speaker.formant_cents) >= 1.0:
+            effects += ["pitch", f"{job.speaker.formant_cents:.0f}"]
+        effects += channel_effects(job.style, rng)
+        audio, sr = _run_sox(tmp, tmp_fx, effects, out_sr)
+    finally:
+        for f in (tmp, tmp_fx):
+            if os.path.exists(f):
+                os.unlink(f)
     if audio.ndim > 1:
         audio = audio.mean(axis=1)
     x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
@@ -291,6 +377,13 @@ class CorpusText:
     test: list[str]
 
 
+def held_out_sentences(style: str, hours: float) -> int:
+    """Distinct sentences a held-out split of ``hours`` needs (15% margin, at least 600),
+    so that no dev/test sentence is spoken twice."""
+    per_utt = _MEAN_WORDS_PER_SENTENCE * _SECONDS_PER_WORD[style] + 0.65
+    return max(600, math.ceil(hours * 3600.0 / per_utt * 1.15))
+
+
 def build_text_pools(seed: int, dev_sentences: int = 600, test_sentences: int = 600) -> CorpusText:
     """Sentences from Debian's fortunes, normalised, pronounceable, split disjointly."""
     from asr_hf.lang.lexicon import load_cmudict
@@ -312,6 +405,7 @@ def build_text_pools(seed: int, dev_sentences: int = 600, test_sentences: int = 
 # on the default speaker mix, plus 0.65 s of padding per utterance); the real duration is
 # reported in corpus_stats.json.
 _SECONDS_PER_WORD = {Style.BN: 0.36, Style.SWB: 0.26}
+_MEAN_WORDS_PER_SENTENCE = 10.6  # of the usable fortunes sentences
 
 
 def plan_utterances(
@@ -375,12 +469,13 @@ def synthesize_corpus(
     for tool in ("espeak-ng", "flite"):
         if shutil.which(tool) is None:
             raise DataError(tool, "synthesizer not installed (run scripts/setup.sh)")
-    text = build_text_pools(seed)
+    text = _text_for(style, spec, seed)
     speakers = make_speakers(style, spec, seed)
     plan = plan_utterances(style, spec, text, speakers, seed, out_dir / "audio")
     log.info("synthesizing %d utterances (%s, %s) with %s jobs", len(plan), style, spec, jobs or os.cpu_count())
     results: dict[str, dict] = {}
-    with ProcessPoolExecutor(max_workers=jobs or os.cpu_count(), mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=jobs or os.cpu_count(), mp_context=multiprocessing.get_context("spawn"),
+                             **pool_kwargs()) as pool:
         it = pool.map(render_utterance, plan, chunksize=8)
         for res in tqdm(it, total=len(plan), desc=f"synth {style}", disable=not progress):
             results[res["utt_id"]] = res
@@ -464,7 +559,7 @@ def plan_corpus(style: str = Style.BN, size: str | CorpusSize = "small", seed: i
     the LM text itself (``lm_sentences`` list) for perplexity measurement.
     """
     spec = SIZES[size] if isinstance(size, str) else size
-    text = build_text_pools(seed)
+    text = _text_for(style, spec, seed)
     speakers = make_speakers(style, spec, seed)
     plan = plan_utterances(style, spec, text, speakers, seed, Path("/nonexistent"))
     lm = _lm_text(text.train, {j.text for j in plan if j.split == "train"}, spec.lm_sentences)
@@ -487,6 +582,12 @@ def plan_corpus(style: str = Style.BN, size: str | CorpusSize = "small", seed: i
     out["dev_sentences"] = [j.text for j in plan if j.split == "dev"]
     out["lm_sentences"] = lm
     return out
+
+
+def _text_for(style: str, spec: CorpusSize, seed: int) -> CorpusText:
+    return build_text_pools(
+        seed, held_out_sentences(style, spec.dev_hours), held_out_sentences(style, spec.test_hours)
+    )
 
 
 def _lm_text(pool: list[str], spoken: set[str], cap: Optional[int]) -> list[str]:

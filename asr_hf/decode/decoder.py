@@ -40,6 +40,7 @@ from asr_hf.nnet.priors import DISABLED_LOG_PRIOR, priors_from_counts  # noqa: F
 from asr_hf.utils.errors import DataError
 from asr_hf.utils.io import Pathlike
 from asr_hf.utils.kaldi import kfst, khg
+from asr_hf.utils.procs import pool_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -318,7 +319,7 @@ def _decode_parallel(
     ctx = multiprocessing.get_context("spawn")
     max_in_flight = 4 * cfg.num_jobs  # bounds the matrices held in memory
     init_args = (graph_dir, cfg, log_priors, matrix_fn)
-    with cf.ProcessPoolExecutor(cfg.num_jobs, mp_context=ctx, initializer=_worker_init, initargs=init_args) as pool:
+    with cf.ProcessPoolExecutor(cfg.num_jobs, mp_context=ctx, **pool_kwargs(_worker_init, init_args)) as pool:
         pending: set[cf.Future] = set()
         for utt_id, mat in items:
             pending.add(pool.submit(_worker_decode, utt_id, mat, weights))

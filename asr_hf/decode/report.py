@@ -397,6 +397,92 @@ def hf_speedup_section(exp_root: Pathlike, baseline: str = "hf") -> str:
     return head + seed_table(summaries) + "\nPer seed:\n\n" + speedup_table(results)
 
 
+def speakers_section(rows: Sequence[ResultRow], set_name: str = "test") -> str:
+    """Markdown: per-speaker WER of the best system (lowest WER) on ``set_name``, with the
+    pooled WER, the mean over speakers and how far the worst speaker is from them."""
+    cands = [r for r in rows if r.set == set_name and r.wer_percent is not None]
+    if not cands:
+        return ""
+    best = min(cands, key=lambda r: r.wer_percent)
+    per = read_wer(best.decode_dir).get("per_speaker") or {}
+    wers = {s: c["wer_percent"] for s, c in per.items() if c.get("wer_percent") is not None}
+    if not wers:
+        return ""
+    mean = sum(wers.values()) / len(wers)
+    worst = max(wers, key=wers.get)
+    best_spk = min(wers, key=wers.get)
+    lines = [
+        f"## Held-out speakers ({set_name}, best system `{best.system}`)\n",
+        f"{len(wers)} speakers, none seen in training. Pooled %WER {best.wer_percent:.2f}; mean over speakers "
+        f"{mean:.2f}; best speaker `{best_spk}` {wers[best_spk]:.2f}; worst speaker `{worst}` {wers[worst]:.2f} "
+        f"(+{wers[worst] - mean:.2f} over the mean, {wers[worst] / max(mean, 1e-9):.2f}x).\n",
+        "| speaker | words | %WER |",
+        "|---|---:|---:|",
+    ]
+    lines += [f"| {s} | {per[s]['ref_words']} | {wers[s]:.2f} |" for s in sorted(wers, key=wers.get)]
+    return "\n".join(lines)
+
+
+def sweeps_section(rows: Sequence[ResultRow]) -> str:
+    """Markdown: every system's acoustic-weight sweep on dev (WER per weight, the chosen
+    weight in bold, whether the sweep had to extend itself) and the weight test used."""
+    lines = []
+    test_acwt = {r.system: r.acwt for r in rows if r.set == "test"}
+    for r in sorted((r for r in rows if r.set == "dev"), key=lambda r: r.system):
+        rec = read_wer(r.decode_dir)
+        sweep = rec.get("sweep") or []
+        if not sweep:
+            continue
+        cells = ", ".join(
+            (f"**{p['acwt']:g}: {p['wer_percent']:.2f}**" if p["acwt"] == rec.get("acwt") else
+             f"{p['acwt']:g}: {p['wer_percent']:.2f}") if p.get("wer_percent") is not None else f"{p['acwt']:g}: -"
+            for p in sorted(sweep, key=lambda p: p["acwt"])
+        )  # fmt: skip
+        note = []
+        if rec.get("sweep_extended"):
+            note.append(f"extended {rec['sweep_extended']}x")
+        if rec.get("sweep_best_at_edge"):
+            note.append("best still at an edge")
+        t = test_acwt.get(r.system)
+        lines.append(f"| {r.system} | {cells} | {'; '.join(note) or '-'} | {t:g} |" if t is not None else
+                     f"| {r.system} | {cells} | {'; '.join(note) or '-'} | - |")  # fmt: skip
+    if not lines:
+        return ""
+    head = ["## Acoustic-weight sweeps (dev %WER per acwt; chosen in bold, then used on test)\n",
+            "| system | dev sweep | note | test acwt |", "|---|---|---|---:|"]  # fmt: skip
+    return "\n".join(head + lines)
+
+
+def stage_times_section(exp_root: Pathlike) -> str:
+    """Markdown: wall time per recipe stage from ``exp/stage_times.tsv`` (lines
+    ``start_epoch end_epoch stage description``, appended by recipes/common/pipeline.sh);
+    re-runs of a stage add up."""
+    path = Path(exp_root) / "stage_times.tsv"
+    if not path.is_file():
+        return ""
+    per: dict[str, list] = {}
+    first, last = None, None
+    for line in path.read_text().splitlines():
+        parts = line.split("\t")
+        if len(parts) < 4:
+            continue
+        try:
+            t0, t1 = float(parts[0]), float(parts[1])
+        except ValueError:
+            continue
+        first = t0 if first is None else min(first, t0)
+        last = t1 if last is None else max(last, t1)
+        per.setdefault(parts[2], [parts[3], 0.0])[1] += t1 - t0
+    if not per:
+        return ""
+    total = sum(v[1] for v in per.values())
+    lines = ["## Wall time per stage\n", f"Sum of stage times {_fmt_time(total)} (h:mm:ss).\n",
+             "| stage | what | wall time |", "|---|---|---:|"]  # fmt: skip
+    for stage in sorted(per, key=lambda k: (len(k), k)):
+        lines.append(f"| {stage} | {per[stage][0]} | {_fmt_time(per[stage][1])} |")
+    return "\n".join(lines)
+
+
 def results_markdown(exp_root: Pathlike, title: str = "Results", paired_against: Optional[str] = None) -> str:
     """The whole ``RESULTS.md`` of a recipe: the system table with WER intervals, the
     paired differences, the HF speed-up section and the commands."""
@@ -408,7 +494,9 @@ def results_markdown(exp_root: Pathlike, title: str = "Results", paired_against:
     paired = paired_table(rows, paired_against)
     if paired:
         out += ["\n## Paired differences\n", paired]
-    for section in (hf_speedup_section(exp_root), commands_section(exp_root)):
+    for section in (speakers_section(rows), sweeps_section(rows), hf_speedup_section(exp_root),
+                    stage_times_section(exp_root),
+                    commands_section(exp_root)):
         if section:
             out += ["\n" + section]
     return "\n".join(out)

@@ -15,6 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-mel-bins", type=int, default=None)
     p.add_argument("--sampling-rate", type=int, default=None, help="require this rate (Hz)")
     p.add_argument("--skip-bad", action="store_true", help="skip and report bad audio instead of stopping")
+    p.add_argument("--speed-perturb", default="", metavar="F1,F2,...",
+                   help="Kaldi-style speed perturbation of the train split, e.g. 0.9,1.0,1.1 (copies are "
+                        "new speakers sp<f>-<spk>); default: none")
     p.add_argument("--jobs", type=int, default=None)
     p.set_defaults(func=_features)
 
@@ -43,15 +46,30 @@ def _features(args: argparse.Namespace) -> int:
     if not splits:
         raise DataError(str(args.corpus), "no manifests/cuts_<split>.jsonl.gz found")
     opts = {} if args.num_mel_bins is None else {"num_mel_bins": args.num_mel_bins}
+    factors = _factors(args.speed_perturb)
     for split in splits:
+        raw = load_cuts(args.corpus, split)
+        if factors and split == "train":
+            from asr_hf.data.cuts import speed_perturb
+
+            raw = speed_perturb(raw, factors)
         cuts = compute_features(
-            load_cuts(args.corpus, split), args.kind, args.out, split, jobs=args.jobs,
+            raw, args.kind, args.out, split, jobs=args.jobs,
             sampling_rate=args.sampling_rate, skip_bad=args.skip_bad, **opts,
         )  # fmt: skip
         cmvn = args.out / f"cmvn_{split}.ark"
         if not cmvn.is_file():
             write_cmvn(compute_cmvn_stats(cuts), cmvn, args.out / f"cmvn_{split}.scp")
     return 0
+
+
+def _factors(spec: str) -> list[float]:
+    from asr_hf.utils.errors import DataError
+
+    try:
+        return [float(x) for x in spec.split(",") if x.strip()]
+    except ValueError:
+        raise DataError("--speed-perturb", f"{spec!r} is not a comma-separated list of factors") from None
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ an utterance of ``n`` samples has ``1 + (n - window) // shift`` frames.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import multiprocessing
@@ -31,6 +32,7 @@ from tqdm import tqdm
 
 from asr_hf.utils.errors import DataError
 from asr_hf.utils.io import Pathlike, atomic_output, is_done, mark_done
+from asr_hf.utils.procs import pool_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -328,13 +330,47 @@ def compute_features(
     out_dir = Path(out_dir).resolve()  # manifests store absolute feature paths
     marker = f"{split}"
     target = out_dir / f"cuts_{split}.jsonl.gz"
-    if is_done(out_dir, marker) and target.is_file():
-        log.info("features %s already complete", target)
-        return CutSet.from_file(target)
     extractor = make_extractor(kind, **options)
+    wanted_config = {"kind": kind, **{k: options[k] for k in sorted(options)}}
+    config_path = out_dir / f"feature_config_{split}.json"
+    if is_done(out_dir, marker) and target.is_file():
+        if config_path.is_file():
+            made = json.loads(config_path.read_text())
+            if made != wanted_config:
+                raise DataError(
+                    str(target),
+                    f"stale: made with {json.dumps(made, sort_keys=True)} but asked for "
+                    f"{json.dumps(wanted_config, sort_keys=True)}; remove {out_dir} (or use another --out) to recompute",
+                )
+        existing = CutSet.from_file(target)
+        skipped = out_dir / f"skipped_{split}.txt"
+        had = set(existing.ids)
+        if skipped.is_file():
+            had |= {line.split("\t", 1)[0] for line in skipped.read_text().splitlines() if line}
+        wanted = {c.id for c in cuts}
+        if had != wanted:
+            extra = sorted(wanted - had) or sorted(had - wanted)
+            raise DataError(
+                str(target),
+                f"stale: made from {len(had)} cuts but the input now has {len(wanted)} (e.g. {extra[0]}; "
+                f"speed perturbation or the corpus changed); remove {out_dir} to recompute",
+            )
+        log.info("features %s already complete", target)
+        return existing
     cut_list = list(cuts)
     if not cut_list:
         raise DataError(split, "no cuts to extract features from")
+    if sampling_rate is None:  # one rate per split: 8 and 16 kHz must not mix silently
+        first = {}
+        for c in cut_list:
+            first.setdefault(c.sampling_rate, c)
+        if len(first) > 1:
+            (r0, c0), (r1, c1) = sorted(first.items())[:2]
+            raise DataError(
+                _source(c1),
+                f"sampling rate {r1} Hz, but {_source(c0)} in the same split is {r0} Hz "
+                f"(rates in {split}: {sorted(first)}); resample, or pass --sampling-rate to require one",
+            )
     dup = _duplicates(c.id for c in cut_list)
     if dup:
         raise DataError(dup[0], f"duplicate cut id ({len(dup)} duplicates in {split})")
@@ -349,7 +385,8 @@ def compute_features(
             for i, ch in enumerate(chunks)
         ]
         done, bad = [], []
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                                 **pool_kwargs()) as pool:
             for res, b in tqdm(pool.map(_extract_chunk, tasks), total=len(tasks),
                                desc=f"{kind} {split}", disable=not progress):
                 if b and b[-1][0] == "__fatal__":
@@ -372,6 +409,8 @@ def compute_features(
     if bad:
         with atomic_output(out_dir / f"skipped_{split}.txt") as tmp:
             tmp.write_text("".join(f"{c}\t{m}\n" for c, m in bad))
+    with atomic_output(config_path) as tmp:
+        tmp.write_text(json.dumps(wanted_config, sort_keys=True))
     mark_done(out_dir, marker)
     log.info("%s %s: %d cuts (%d skipped), dim %d", kind, split, len(out), len(bad),
              extractor.feature_dim(fixed[0].sampling_rate))
@@ -391,5 +430,5 @@ def remove_features(out_dir: Pathlike, split: str) -> None:
     """Delete one split's features (manifest, archives, marker)."""
     out_dir = Path(out_dir)
     shutil.rmtree(out_dir / f"feats_{split}", ignore_errors=True)
-    for p in (out_dir / f"cuts_{split}.jsonl.gz", out_dir / f".{split}.done"):
+    for p in (out_dir / f"cuts_{split}.jsonl.gz", out_dir / f".{split}.done", out_dir / f"feature_config_{split}.json"):
         p.unlink(missing_ok=True)

@@ -39,6 +39,7 @@ from asr_hf.gmm.topo import TransitionInfo
 from asr_hf.gmm.tree import TreeStats, frame_events
 from asr_hf.utils.errors import DataError
 from asr_hf.utils.io import Pathlike, atomic_output
+from asr_hf.utils.procs import pool_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -432,7 +433,7 @@ class PassRunner:
             # fork: workers start instantly and scripts need no __main__ guard;
             # they only run numpy and kaldi-hmm-gmm code (no OpenMP/torch ops).
             ctx = mp.get_context("fork")
-            self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=ctx)
+            self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=ctx, **pool_kwargs())
         return self._pool
 
     def run(

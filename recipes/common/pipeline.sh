@@ -16,7 +16,25 @@ log() {
   echo -e "$(date '+%Y-%m-%d %H:%M:%S') (${fname}:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*"
 }
 
-want() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
+# stage names for exp/stage_times.tsv (asr-hf compare prints the wall time per stage)
+declare -A STAGE_NAMES=([0]="data preparation" [1]="lang dir, LM, G" [2]="features" [3]="monophone GMM"
+  [4]="triphone GMMs" [5]="alignments" [6]="decoding graphs" [7]="GMM decoding" [8]="DNN training"
+  [9]="DNN decoding" [10]="report")
+_stage_open="" _stage_t0=0
+# close the running stage's timing: one line "start end stage name" in exp/stage_times.tsv
+stage_time_close() {
+  if [ -n "$_stage_open" ]; then
+    mkdir -p exp
+    printf '%s\t%s\t%s\t%s\n' "$_stage_t0" "$(date +%s)" "$_stage_open" "${STAGE_NAMES[$_stage_open]:-}" >> exp/stage_times.tsv
+  fi
+  _stage_open=""
+}
+# want N: is stage N selected? If so, its wall time starts counting (and the previous one's ends)
+want() {
+  [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ] || return 1
+  stage_time_close
+  _stage_open=$1 _stage_t0=$(date +%s)
+}
 
 # exp dir name of a DNN run: dnn_<optimizer> for seed 0, dnn_<optimizer>_s<seed> otherwise
 # (asr-hf speedup pairs each candidate seed with the baseline run of the same seed)
@@ -62,10 +80,14 @@ run_pipeline() {
   fi
 
   if want 2; then
-    log "Stage 2: features (fbank ${num_mel_bins} for the DNN, MFCC for the GMMs)"
+    log "Stage 2: features (fbank ${num_mel_bins} for the DNN, MFCC for the GMMs)${speed_perturb:+, train speed-perturbed $speed_perturb}"
+    # --speed-perturb (Kaldi's perturb_data_dir_speed.sh) adds sp<f>- copies of the training
+    # utterances as new speakers; GMMs, alignments and the DNN then all train on them
+    local sp_opt=""
+    [ -n "${speed_perturb:-}" ] && sp_opt="--speed-perturb $speed_perturb"
     asr-hf features --corpus data/corpus --out data/fbank --kind fbank --num-mel-bins "$num_mel_bins" \
-      --sampling-rate "$sample_rate" $jobs_opt
-    asr-hf features --corpus data/corpus --out data/mfcc --kind mfcc --sampling-rate "$sample_rate" $jobs_opt
+      --sampling-rate "$sample_rate" $sp_opt $jobs_opt
+    asr-hf features --corpus data/corpus --out data/mfcc --kind mfcc --sampling-rate "$sample_rate" $sp_opt $jobs_opt
   fi
 
   if want 3; then
@@ -156,4 +178,5 @@ run_pipeline() {
     asr-hf compare exp --title "Results: ${data_conf} (${size:-full} corpus)" --out RESULTS.md --plot exp/wer.png --curves exp/heldout_vs_time.png
     log "results in $(pwd)/RESULTS.md"
   fi
+  stage_time_close
 }

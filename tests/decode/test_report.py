@@ -145,3 +145,42 @@ def test_acwt_sweep_extends_past_an_edge(monkeypatch, tmp_path):
     assert rec["acwt"] == 0.4 and rec["wer_percent"] == 0.0
     assert [s["acwt"] for s in rec["sweep"]] == [0.05, 0.1, 0.2, 0.4, 0.8]
     assert rec["sweep_extended"] == 2 and rec["sweep_best_at_edge"] is False
+
+
+def _fake_decode(root, system, set_name, wer, per_speaker):
+    d = root / system / f"decode_{set_name}"
+    d.mkdir(parents=True)
+    per = {s: {"ref_words": n, "wer_percent": w} for s, (n, w) in per_speaker.items()}
+    (d / "wer.json").write_text(json.dumps({"wer_percent": wer, "ref_words": 100, "per_speaker": per}))
+
+
+def test_speakers_section_lists_the_best_systems_speakers(tmp_path):
+    from asr_hf.decode.report import speakers_section
+
+    _fake_decode(tmp_path, "mono", "test", 30.0, {"a": (50, 20.0), "b": (50, 40.0)})
+    _fake_decode(tmp_path, "dnn_sgd", "test", 15.0, {"a": (40, 10.0), "b": (40, 12.0), "c": (20, 29.0)})
+    _fake_decode(tmp_path, "dnn_sgd", "dev", 5.0, {"z": (10, 5.0)})
+    text = speakers_section(collect_results(tmp_path))
+    assert "best system `dnn_sgd`" in text and "3 speakers" in text
+    assert "mean over speakers 17.00" in text and "worst speaker `c` 29.00 (+12.00 over the mean, 1.71x)" in text
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "speaker" not in line]
+    assert [r.split("|")[1].strip() for r in rows] == ["a", "b", "c"]  # sorted by WER
+
+
+def test_stage_times_add_up_over_reruns(tmp_path):
+    from asr_hf.decode.report import stage_times_section
+
+    (tmp_path / "stage_times.tsv").write_text(
+        "100\t160\t0\tsynthesize\n160\t3760\t3\tmonophone GMM\nbad line\n4000\t4030\t3\tmonophone GMM\n"
+    )
+    text = stage_times_section(tmp_path)
+    assert "| 0 | synthesize | 0:01:00 |" in text and "| 3 | monophone GMM | 1:00:30 |" in text
+    assert "Sum of stage times 1:01:30" in text
+    assert stage_times_section(tmp_path / "missing") == ""
+
+
+def test_sweeps_section_shows_every_weight_and_the_choice(exp_tree):
+    from asr_hf.decode.report import sweeps_section
+
+    text = sweeps_section(collect_results(exp_tree[0]))
+    assert "| mono | 0.05: 0.00, **0.1: 0.00**, 0.2: 0.00 | - | 0.1 |" in text

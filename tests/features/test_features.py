@@ -169,3 +169,71 @@ def test_lhotse_multiline_errors_become_one_line(tmp_path, monkeypatch):
     msg = str(err.value)
     assert "\n" not in msg and "TypeError" not in msg and "[extra info]" not in msg
     assert msg == f"{tmp_path / cut.id}.wav: unreadable audio (LibsndfileError: Error opening '{tmp_path / cut.id}.wav': Format not recognised)"
+
+
+def test_speed_perturbation_makes_kaldi_named_copies(tmp_path):
+    from asr_hf.data.cuts import speed_perturb
+
+    cuts = _cuts(tmp_path)
+    sp = speed_perturb(cuts, (0.9, 1.0, 1.1))
+    assert len(sp) == 3 * len(cuts)
+    by_id = {c.id: c for c in sp}
+    orig = cuts[0]
+    slow, fast = by_id[f"sp0.9-{orig.id}"], by_id[f"sp1.1-{orig.id}"]
+    assert slow.supervisions[0].speaker == "sp0.9-" + orig.supervisions[0].speaker
+    assert slow.supervisions[0].text == orig.supervisions[0].text
+    # 0.9 is slower: longer audio by 1/0.9 (Kaldi/sox speed semantics)
+    n = orig.load_audio().shape[-1]
+    assert abs(slow.load_audio().shape[-1] - n / 0.9) <= 2 and abs(fast.load_audio().shape[-1] - n / 1.1) <= 2
+    feats = compute_features(sp, "mfcc", tmp_path / "mfcc", "train", jobs=1, progress=False)
+    assert {c.id for c in feats} == set(by_id)
+    with pytest.raises(DataError, match="factor 3"):
+        speed_perturb(cuts, (3.0,))
+
+
+def test_stale_features_are_refused_not_reused(tmp_path):
+    cuts = _cuts(tmp_path)
+    compute_features(cuts, "mfcc", tmp_path / "mfcc", "train", jobs=1, progress=False)
+    # the same input is a complete stage: reused
+    again = compute_features(cuts, "mfcc", tmp_path / "mfcc", "train", jobs=1, progress=False)
+    assert len(again) == len(cuts)
+    # a different cut list (corpus re-made, speed perturbation switched on) must not reuse old features
+    compute_features(cuts.subset(first=2), "mfcc", tmp_path / "mfcc2", "train", jobs=1, progress=False)
+    with pytest.raises(DataError, match="stale: made from 2 cuts but the input now has 3"):
+        compute_features(cuts, "mfcc", tmp_path / "mfcc2", "train", jobs=1, progress=False)
+
+
+def test_features_cli_speed_perturbs_only_the_train_split(tmp_path):
+    from asr_hf.cli import main
+
+    corpus = tmp_path / "corpus"
+    (corpus / "manifests").mkdir(parents=True)
+    cuts = _cuts(tmp_path)
+    cuts.to_file(corpus / "manifests" / "cuts_train.jsonl.gz")
+    cuts.to_file(corpus / "manifests" / "cuts_dev.jsonl.gz")
+    assert main(["features", "--corpus", str(corpus), "--out", str(tmp_path / "f"), "--kind", "mfcc",
+                 "--speed-perturb", "0.9,1.0", "--jobs", "1"]) == 0  # fmt: skip
+    train = CutSet.from_file(tmp_path / "f" / "cuts_train.jsonl.gz")
+    dev = CutSet.from_file(tmp_path / "f" / "cuts_dev.jsonl.gz")
+    assert len(train) == 2 * len(cuts) and len(dev) == len(cuts)
+    assert main(["features", "--corpus", str(corpus), "--out", str(tmp_path / "g"), "--kind", "mfcc",
+                 "--speed-perturb", "0.9,fast"]) == 2  # fmt: skip
+
+
+def test_features_made_with_other_options_are_refused(tmp_path):
+    cuts = _cuts(tmp_path)
+    compute_features(cuts, "fbank", tmp_path / "f", "train", jobs=1, progress=False, num_mel_bins=23)
+    with pytest.raises(DataError, match=r"stale: made with .*\"num_mel_bins\": 23.* but asked for .*\"kind\": \"mfcc\""):
+        compute_features(cuts, "mfcc", tmp_path / "f", "train", jobs=1, progress=False)
+    with pytest.raises(DataError, match="stale"):
+        compute_features(cuts, "fbank", tmp_path / "f", "train", jobs=1, progress=False, num_mel_bins=40)
+    assert len(compute_features(cuts, "fbank", tmp_path / "f", "train", jobs=1, progress=False, num_mel_bins=23)) == 3
+
+
+def test_mixed_sampling_rates_in_a_split_are_refused(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    cuts = list(_cuts(tmp_path / "a", n=2)) + list(_cuts(tmp_path / "b", n=1, sr=8000))
+    with pytest.raises(DataError, match=r"sampling rate 16000 Hz, but .*spk0-utt0.wav in the same split is 8000 Hz"):
+        compute_features(CutSet.from_cuts(cuts), "mfcc", tmp_path / "f", "train", jobs=1, progress=False)
+    assert not (tmp_path / "f" / "cuts_train.jsonl.gz").exists()
