@@ -20,7 +20,11 @@ num_mel_bins=40
 mono_totgauss=1000
 tri_leaves=9300
 tri_totgauss=150000
-gmm_systems="mono tri1"
+tri2_leaves=""        # tri2 = LDA+MLLT, tri3 = SAT (fMLLR); empty: tri1's sizes
+tri2_totgauss=""
+tri3_leaves=""
+tri3_totgauss=""
+gmm_systems="mono tri1 tri2 tri3"   # Kaldi's ladder; the last one aligns and decodes the DNNs
 optimizers="sgd hf hf_lbfgs_sampled"
 seeds="0"            # DNN training seeds (init, held-out split, HF samples); exp/dnn_<opt>[_s<seed>]
 model=dnn_swb300
