@@ -3,12 +3,13 @@
 Hessian-free family (this package's composable pieces):
 
 * curvature operators: :class:`GGNOperator`, :class:`HessianOperator` (``matvec``),
-  with :func:`loss_and_gradient`, :func:`evaluate_loss`, :class:`ParamLayout`;
+  with :func:`loss_and_gradient`, :func:`evaluate_loss`; the flat parameter view
+  :class:`ParamLayout` and the loss algebra (:mod:`asr_hf.optim.losses`);
 * solvers: :func:`conjugate_gradient` (CG / PCG / flexible PCG, Martens' grid and
   stopping rule, block-segmented lockstep solves);
 * preconditioners: :class:`DiagonalPreconditioner`, :class:`LBFGSPreconditioner`;
 * sampling: :class:`FixedFractionSchedule`, :class:`GeometricSchedule`, :class:`DataSampler`;
-* blocks: :func:`parameter_blocks`, :class:`BlockLayout`;
+* blocks: :func:`parameter_blocks`, :class:`BlockLayout` (:mod:`asr_hf.optim.layout`);
 * the optimizer: :class:`HessianFree` (registered as ``hf``, ``hf_diag``, ``hf_lbfgs``,
   ``hf_sampled``, ``hf_lbfgs_sampled``, ``hf_block``).
 
@@ -32,19 +33,18 @@ from asr_hf.optim.base import (
     SampledData,
     TensorSource,
 )
-from asr_hf.optim.block import BlockLayout, module_blocks, parameter_blocks
 from asr_hf.optim.curvature import (
     CurvatureOperator,
     GGNOperator,
     GradientResult,
     HessianOperator,
-    ParamLayout,
-    SequentialNet,
     SourceChunks,
-    apply_output_hessian,
     evaluate_loss,
     loss_and_gradient,
 )
+from asr_hf.optim.layout import BlockLayout, ParamLayout, module_blocks, parameter_blocks
+from asr_hf.optim.losses import apply_output_hessian, loss_sum, sample_targets
+from asr_hf.optim.sequential import SequentialNet
 from asr_hf.optim.distributed import DistReducer, ShardedSource, init_from_env, run_local_workers, shard_range
 from asr_hf.optim.hf import HF_VARIANTS, CurvatureKind, HessianFree, HFConfig
 from asr_hf.optim.lbfgs import LBFGSMemory
@@ -117,6 +117,7 @@ __all__ = [
     "evaluate_loss",
     "init_from_env",
     "loss_and_gradient",
+    "loss_sum",
     "martens_grid",
     "module_blocks",
     "optimizer_info",
@@ -124,5 +125,6 @@ __all__ = [
     "parameter_blocks",
     "register_optimizer",
     "run_local_workers",
+    "sample_targets",
     "shard_range",
 ]

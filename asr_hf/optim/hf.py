@@ -46,20 +46,18 @@ import torch
 from torch import nn
 
 from asr_hf.optim.base import LocalReducer, LossKind, OptimizerKind, Reducer, SampledData
-from asr_hf.optim.block import BlockLayout, parameter_blocks
 from asr_hf.optim.curvature import (
     BACKENDS,
     CurvatureOperator,
     GGNOperator,
     HessianOperator,
-    ParamLayout,
     SourceChunks,
-    auto_chunk_size,
     evaluate_loss,
     loss_and_gradient,
     resolve_backend,
-    tf32_matmuls,
 )
+from asr_hf.optim.device import auto_chunk_size, tf32_matmuls
+from asr_hf.optim.layout import BlockLayout, ParamLayout, parameter_blocks
 from asr_hf.optim.precond import (
     DiagonalPreconditioner,
     LBFGSPairSelection,

@@ -67,12 +67,12 @@ from asr_hf.optim.kron import (
     PairTest,
     damped_inverse,
     double_damping,
-    ema_,
     iter_layers_with_stats,
     pair_accepted,
     warmup_decay,
 )
 from asr_hf.optim.lbfgs import LBFGSMemory
+from asr_hf.optim.momentum import ema_
 from asr_hf.optim.registry import register_optimizer
 
 logger = logging.getLogger(__name__)

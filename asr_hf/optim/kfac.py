@@ -37,11 +37,11 @@ from asr_hf.optim.kron import (
     CaptureSpec,
     KroneckerOptimizer,
     damped_inverse,
-    ema_,
     iter_layers_with_stats,
     pi_split,
     warmup_decay,
 )
+from asr_hf.optim.momentum import ema_
 from asr_hf.optim.registry import register_optimizer
 
 logger = logging.getLogger(__name__)

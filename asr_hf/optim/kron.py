@@ -47,10 +47,11 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from asr_hf.optim.base import Closure, LossKind
+from asr_hf.optim.losses import loss_sum, sample_targets
+from asr_hf.optim.momentum import MomentumRule, momentum_
 
 logger = logging.getLogger(__name__)
 
@@ -345,7 +346,7 @@ class KronCapture:
             self.generator.manual_seed(self.seed)
         with torch.no_grad():
             targets = sample_targets(output.detach(), self.loss_kind, self.generator)
-        loss = summed_loss(output, targets, self.loss_kind)
+        loss = loss_sum(output, targets, self.loss_kind)
         weights = list({id(layer.weight): layer.weight for layer, _ in pending}.values())
         self._sampling = True
         try:
@@ -398,52 +399,8 @@ class _CaptureContext:
 
 
 # --------------------------------------------------------------------------------------
-# Sampled targets (true Fisher) for the supported output/loss pairs
-# --------------------------------------------------------------------------------------
-
-
-def sample_targets(output: torch.Tensor, loss_kind: LossKind, generator: torch.Generator) -> torch.Tensor:
-    """Draw targets from the model's predictive distribution.
-
-    * cross entropy: ``t ~ Categorical(softmax(z))``, shape ``output.shape[:-1]``, int64;
-    * MSE (``0.5 |y - t|^2`` is the NLL of ``N(y, I)``): ``t = y + eps``, ``eps ~ N(0, I)``;
-    * BCE: ``t ~ Bernoulli(sigmoid(z))`` elementwise.
-    """
-    kind = LossKind(loss_kind)
-    # A diverged model (non-finite outputs) must not crash the sampler: the closure's loss
-    # already reports the divergence to the trainer.
-    output = torch.nan_to_num(output, nan=0.0, posinf=1e4, neginf=-1e4)
-    if kind is LossKind.CROSS_ENTROPY:
-        probs = torch.softmax(output.reshape(-1, output.shape[-1]).float(), dim=-1)
-        return torch.multinomial(probs, 1, generator=generator).reshape(output.shape[:-1])
-    if kind is LossKind.MSE:
-        noise = torch.randn(output.shape, generator=generator, device=output.device, dtype=output.dtype)
-        return output + noise
-    if kind is LossKind.BCE:
-        return torch.bernoulli(torch.sigmoid(output), generator=generator)
-    raise ValueError(f"no sampler for loss kind {kind}")
-
-
-def summed_loss(output: torch.Tensor, targets: torch.Tensor, loss_kind: LossKind) -> torch.Tensor:
-    """``sum_i l_i`` for the loss kind (each row's loss summed over its outputs)."""
-    kind = LossKind(loss_kind)
-    if kind is LossKind.CROSS_ENTROPY:
-        return F.cross_entropy(output.reshape(-1, output.shape[-1]), targets.reshape(-1), reduction="sum")
-    if kind is LossKind.MSE:
-        return 0.5 * (output - targets).pow(2).sum()
-    if kind is LossKind.BCE:
-        return F.binary_cross_entropy_with_logits(output, targets, reduction="sum")
-    raise ValueError(f"unknown loss kind {kind}")
-
-
-# --------------------------------------------------------------------------------------
 # Factor helpers
 # --------------------------------------------------------------------------------------
-
-
-def ema_(avg: torch.Tensor, new: torch.Tensor, decay: float) -> torch.Tensor:
-    """In place ``avg <- decay * avg + (1 - decay) * new``; returns ``avg``."""
-    return avg.mul_(decay).add_(new, alpha=1.0 - decay)
 
 
 def warmup_decay(step: int, decay: float) -> float:
@@ -710,16 +667,7 @@ class KroneckerOptimizer(torch.optim.Optimizer):
         wd = self.hp["weight_decay"]
         if wd:
             g.add_(layer.param_matrix(), alpha=wd)
-        return self._momentum(self.layer_state(layer), g), sq
-
-    def _momentum(self, state: dict[str, Any], g: torch.Tensor) -> torch.Tensor:
-        mu = self.hp["momentum"]
-        if mu == 0:
-            return g
-        buf = state.get("momentum_buffer")
-        if buf is None:
-            buf = state["momentum_buffer"] = torch.zeros_like(g)
-        return ema_(buf, g, mu).clone()
+        return momentum_(self.layer_state(layer), g, self.hp["momentum"], MomentumRule.AVERAGE), sq
 
     def step_untracked(self, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
         """SGD step (momentum, weight decay) on untracked parameters; returns the squared
@@ -735,7 +683,7 @@ class KroneckerOptimizer(torch.optim.Optimizer):
             grad_sq += g.pow(2).sum().to(grad_sq)
             if wd:
                 g.add_(p.detach(), alpha=wd)
-            d = self._momentum(self.state[p], g)
+            d = momentum_(self.state[p], g, self.hp["momentum"], MomentumRule.AVERAGE)
             p.add_(d, alpha=-lr)
             upd_sq += d.pow(2).sum().to(upd_sq)
         return grad_sq, upd_sq
@@ -804,12 +752,9 @@ __all__ = [
     "PairTest",
     "damped_inverse",
     "double_damping",
-    "ema_",
     "find_layers",
     "iter_layers_with_stats",
     "pair_accepted",
     "pi_split",
-    "sample_targets",
-    "summed_loss",
     "warmup_decay",
 ]

@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from asr_hf.optim.base import LocalReducer, LossKind, SampledData, TensorSource
-from asr_hf.optim.curvature import GGNOperator, ParamLayout, SourceChunks, evaluate_loss, loss_and_gradient
+from asr_hf.optim.curvature import GGNOperator, SourceChunks, evaluate_loss, loss_and_gradient
+from asr_hf.optim.layout import ParamLayout
 from asr_hf.optim.distributed import DistReducer, ShardedSource, run_local_workers, shard_range
 from asr_hf.optim.registry import build_optimizer
 

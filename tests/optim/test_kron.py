@@ -17,14 +17,13 @@ from asr_hf.optim.kron import (
     PairTest,
     damped_inverse,
     double_damping,
-    ema_,
     find_layers,
     pair_accepted,
     pi_split,
-    sample_targets,
-    summed_loss,
     warmup_decay,
 )
+from asr_hf.optim.losses import loss_sum, sample_targets
+from asr_hf.optim.momentum import ema_
 
 D = torch.float64
 
@@ -344,14 +343,14 @@ def test_sampled_targets_and_summed_losses():
     # Summed losses: the per-row losses summed.
     zz = torch.randn(5, 3, dtype=D)
     tt = torch.randint(0, 3, (5,))
-    assert summed_loss(zz, tt, LossKind.CROSS_ENTROPY).item() == pytest.approx(
+    assert loss_sum(zz, tt, LossKind.CROSS_ENTROPY).item() == pytest.approx(
         -torch.log_softmax(zz, 1)[torch.arange(5), tt].sum().item()
     )
     y = torch.rand(5, 3, dtype=D)
-    assert summed_loss(zz, y, LossKind.MSE).item() == pytest.approx(0.5 * ((zz - y) ** 2).sum().item())
+    assert loss_sum(zz, y, LossKind.MSE).item() == pytest.approx(0.5 * ((zz - y) ** 2).sum().item())
     p = torch.sigmoid(zz)
     bce = -(y * p.log() + (1 - y) * (1 - p).log()).sum().item()
-    assert summed_loss(zz, y, LossKind.BCE).item() == pytest.approx(bce)
+    assert loss_sum(zz, y, LossKind.BCE).item() == pytest.approx(bce)
 
 
 def test_hooks_removed():
