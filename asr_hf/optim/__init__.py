@@ -13,7 +13,8 @@ Hessian-free family (this package's composable pieces):
 * the optimizer: :class:`HessianFree` (registered as ``hf``, ``hf_diag``, ``hf_lbfgs``,
   ``hf_sampled``, ``hf_lbfgs_sampled``, ``hf_block``).
 
-Also: KFAC, K-BFGS, K-BFGS(L) and first-order baselines (``kfac``, ``kbfgs``, ``kbfgs_l``,
+Also: KFAC, K-BFGS, K-BFGS(L) (their factored inverse as an operator on flat vectors:
+:class:`KroneckerInverse`, a CG preconditioner) and first-order baselines (``kfac``, ``kbfgs``, ``kbfgs_l``,
 ``sgd``, ``adam``, ``adamw``, ``rmsprop``), heavyball's peer preconditioners (``soap``,
 ``shampoo``, ``psgd``; optional extra ``peers``, :mod:`asr_hf.optim.peers`), and the
 multi-worker approximated-Hessian SGD (:class:`ApproxHessianSGD`, ``ahsgd``).  Data-parallel plumbing: :class:`DistReducer`,
@@ -47,6 +48,7 @@ from asr_hf.optim.losses import apply_output_hessian, loss_sum, sample_targets
 from asr_hf.optim.sequential import SequentialNet
 from asr_hf.optim.distributed import DistReducer, ShardedSource, init_from_env, run_local_workers, shard_range
 from asr_hf.optim.hf import HF_VARIANTS, CurvatureKind, HessianFree, HFConfig
+from asr_hf.optim.kron_operator import KroneckerInverse
 from asr_hf.optim.lbfgs import LBFGSMemory
 from asr_hf.optim.precond import (
     DiagonalPreconditioner,
@@ -93,6 +95,7 @@ __all__ = [
     "HessianFree",
     "HessianOperator",
     "IdentityPreconditioner",
+    "KroneckerInverse",
     "LBFGSMemory",
     "LBFGSPreconditioner",
     "LinearOperator",

@@ -12,7 +12,7 @@ from torch import nn
 
 from asr_hf.optim.base import LossKind, OptimizerKind
 from asr_hf.optim.kbfgs import KBFGS, KBFGSL, bfgs_inverse_update
-from asr_hf.optim.kron import double_damping
+from asr_hf.optim.kron_factors import double_damping
 from asr_hf.optim.losses import loss_sum
 from asr_hf.optim.lbfgs import LBFGSMemory
 from asr_hf.optim.registry import build_optimizer, optimizer_kind

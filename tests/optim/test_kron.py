@@ -10,14 +10,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from asr_hf.optim.base import LossKind
-from asr_hf.optim.kron import (
-    CaptureSpec,
-    KronCapture,
+from asr_hf.optim.kron import CaptureSpec, KronCapture, find_layers
+from asr_hf.optim.kron_factors import (
     LMDamping,
     PairTest,
     damped_inverse,
     double_damping,
-    find_layers,
     pair_accepted,
     pi_split,
     warmup_decay,
