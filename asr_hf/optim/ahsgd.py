@@ -573,13 +573,16 @@ class ApproxHessianSGD(torch.optim.Optimizer):
         self.capped = int(extra["capped"])
 
 
-@register_optimizer("ahsgd", kind=OptimizerKind.MINIBATCH, data_parallel="reducer", options_from=(ApproxHessianSGD,))
-def build_ahsgd(model: nn.Module, loss_kind: LossKind, **options: Any) -> ApproxHessianSGD:
+@register_optimizer(
+    "ahsgd", kind=OptimizerKind.MINIBATCH, data_parallel="reducer", options_from=(ApproxHessianSGD,),
+    preset={"lr": 0.1}, bf16_safe=True,
+)  # fmt: skip
+def build_ahsgd(
+    model: nn.Module, loss_kind: LossKind, *, reducer: Optional[Reducer] = None, **options: Any
+) -> ApproxHessianSGD:
     """Multi-worker local SGD with an approximated-Hessian (multi-secant) sync step (arXiv 1709.05069)."""
-    reducer = options.pop("reducer", None)
-    defaults: dict[str, Any] = {"lr": 0.1}
     params = [p for p in model.parameters() if p.requires_grad]
-    return ApproxHessianSGD(params, reducer=reducer, **{**defaults, **options})
+    return ApproxHessianSGD(params, reducer=reducer, **options)
 
 
 __all__ = [

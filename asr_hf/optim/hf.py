@@ -618,19 +618,16 @@ _VARIANTS: dict[str, tuple[dict[str, Any], str]] = {
 }
 
 
-def _make_factory(defaults: dict[str, Any], doc: str):
-    def factory(model: nn.Module, loss_kind: LossKind, **options: Any) -> HessianFree:
-        reducer = options.pop("reducer", None)
-        return HessianFree(model, loss_kind, reducer=reducer, **{**defaults, **options})
-
-    factory.__doc__ = doc
-    return factory
+def build_hf(model: nn.Module, loss_kind: LossKind, *, reducer: Optional[Reducer] = None, **options: Any) -> HessianFree:
+    """A :class:`HessianFree` (the registered name's preset is among ``options``)."""
+    return HessianFree(model, loss_kind, reducer=reducer, **options)
 
 
 for _name, (_defaults, _doc) in _VARIANTS.items():
-    register_optimizer(_name, OptimizerKind.SAMPLED, help=_doc, data_parallel="reducer", options_from=(HFConfig,))(
-        _make_factory(_defaults, _doc)
-    )
+    register_optimizer(
+        _name, OptimizerKind.SAMPLED, help=_doc, data_parallel="reducer", options_from=(HFConfig,), preset=_defaults,
+        bare_net=True,
+    )(build_hf)  # fmt: skip
 
 HF_VARIANTS: dict[str, dict[str, Any]] = {name: dict(d) for name, (d, _) in _VARIANTS.items()}
 """Registered HF names -> the options they preset."""
