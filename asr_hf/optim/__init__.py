@@ -47,7 +47,8 @@ from asr_hf.optim.layout import BlockLayout, ParamLayout, module_blocks, paramet
 from asr_hf.optim.losses import apply_output_hessian, loss_sum, sample_targets
 from asr_hf.optim.sequential import SequentialNet
 from asr_hf.optim.distributed import DistReducer, ShardedSource, init_from_env, run_local_workers, shard_range
-from asr_hf.optim.hf import HF_VARIANTS, CurvatureKind, HessianFree, HFConfig
+from asr_hf.optim.hf import HF_VARIANTS, HessianFree
+from asr_hf.optim.hf_config import CurvatureKind, HFConfig
 from asr_hf.optim.kron_operator import KroneckerInverse
 from asr_hf.optim.lbfgs import LBFGSMemory
 from asr_hf.optim.precond import (
