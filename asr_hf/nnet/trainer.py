@@ -19,9 +19,9 @@ model, optimizer, sampler RNG, schedule and clock; ``resume`` continues a killed
 same result as an uninterrupted one.  What the trainer does for an optimizer (bfloat16
 autocast, newbob, the bare network, DDP or a reducer) comes from its registry entry
 (:class:`~asr_hf.optim.registry.RegisteredOptimizer`); collectives go through the
-:class:`~asr_hf.optim.base.Reducer` (this package never imports ``torch.distributed``).  The exp dir gets ``config.yaml``,
-``command.txt``, ``train_log.jsonl`` / ``train_log.csv``, ``final.pt``,
-``train_summary.json`` and ``heldout_vs_time.png``.
+:class:`~asr_hf.optim.base.Reducer` (this package never imports ``torch.distributed``).
+The exp dir gets ``config.yaml``, ``command.txt``, ``train_log.jsonl`` / ``train_log.csv``,
+``final.pt``, ``train_summary.json`` and ``heldout_vs_time.png``.
 
 Guards: the config (trainer limits, optimizer name, option names and types) is checked
 before anything is loaded or written, and a checkpoint of another model or optimizer is
@@ -55,7 +55,6 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from asr_hf.nnet.data import FrameSet, Utterances, heldout_split_indices, input_stats, load_utterances, log_priors, pdf_counts
 from asr_hf.nnet.checkpoint import (
     TrainState,
     check_checkpoint_matches,
@@ -67,6 +66,7 @@ from asr_hf.nnet.checkpoint import (
     to_cpu,
     write_checkpoint,
 )
+from asr_hf.nnet.data import FrameSet, Utterances, heldout_split_indices, input_stats, load_utterances, log_priors, pdf_counts
 from asr_hf.nnet.inference import resolve_device
 from asr_hf.nnet.model import DNN, DNNConfig, num_parameters
 from asr_hf.nnet.reports import finite_or_none, json_line, write_csv
