@@ -1,8 +1,9 @@
 """Cross-entropy training of the hybrid DNN with any registered optimizer.
 
 (About 700 lines: one :class:`Trainer` owns the run's set-up, the data join, both training
-loops, newbob and the divergence guards; checkpoints, inference, reports and plots live in
-:mod:`.checkpoint`, :mod:`.inference`, :mod:`.reports` and :mod:`asr_hf.utils.plot`.)
+loops and the divergence guards; checkpoints, schedules, inference, reports and plots live
+in :mod:`.checkpoint`, :mod:`.schedule`, :mod:`.inference`, :mod:`.reports` and
+:mod:`asr_hf.utils.plot`.)
 
 One trainer drives both optimizer kinds of :mod:`asr_hf.optim.base`:
 
@@ -70,6 +71,7 @@ from asr_hf.nnet.data import FrameSet, Utterances, heldout_split_indices, input_
 from asr_hf.nnet.inference import resolve_device
 from asr_hf.nnet.model import DNN, DNNConfig, num_parameters
 from asr_hf.nnet.reports import finite_or_none, json_line, write_csv
+from asr_hf.nnet.schedule import converged, newbob
 from asr_hf.optim.base import LocalReducer, LossKind, OptimizerKind, SampledData
 from asr_hf.optim.distributed import DistReducer, ShardedSource, init_from_env, shard_range, shutdown, wrap_data_parallel
 from asr_hf.optim.hf import NONFINITE_CODES
@@ -601,66 +603,20 @@ class Trainer:
             )
 
     def _newbob(self, loss: float, acc: float, snapshot) -> tuple[float, float]:
-        """Kaldi nnet1's schedule on the held-out set.  ``criterion=accuracy`` (nnet1 as
-        used in the papers' era): an epoch must raise frame accuracy or it is rolled back;
-        halving starts once the gain is below ``start_halving_inc`` points and training
-        stops once halving and below ``end_halving_inc``, or when an epoch is rejected while
-        halving.  ``criterion=loss`` (later nnet1): the same on cross-entropy with relative
-        thresholds ``*_halving_impr``."""
-        nb = self.cfg.trainer.newbob
-        by_acc = nb.criterion == "accuracy"
-        prev_loss, prev_acc = self.state.best_heldout, self.state.best_heldout_acc
-        finite = math.isfinite(loss) and math.isfinite(acc)  # NaN is worse than anything
-        worse = not finite or (acc <= prev_acc if by_acc else not loss < prev_loss)
-        if worse and snapshot is not None:
-            what = f"accuracy {100 * acc:.2f}% <= {100 * prev_acc:.2f}%" if by_acc else f"loss {loss:.4f} >= {prev_loss:.4f}"
-            if not finite:
-                what = f"loss {loss} / accuracy {acc} not finite"
+        """:func:`~asr_hf.nnet.schedule.newbob` on this epoch; a rejected epoch is rolled
+        back to ``snapshot`` (model and optimizer state dicts) and evaluated again."""
+
+        def rollback() -> tuple[float, float]:
             self.model.load_state_dict(snapshot[0])
             self.optimizer.load_state_dict(snapshot[1])
-            loss, acc = self._evaluate()
-            if self.state.halving and self.state.epoch >= nb.min_epochs:
-                # nnet1's train_scheduler.sh: a rejected epoch leaves the improvement at 0,
-                # below end_halving, so training that is already halving stops here
-                log.info("epoch rejected while halving: held-out %s; rolled back, stopping", what)
-                self.state.done, self.state.stop_reason = True, "newbob"
-                return loss, acc
-            log.info("epoch rejected: held-out %s; rolling back, halving lr", what)
-            self.state.halving = True
-            self.state.lr_scale *= nb.halving_factor
-            self._set_lr_scale(self.state.lr_scale)
-            return loss, acc
-        if by_acc:
-            impr, start_thr, end_thr, unit = 100 * (acc - prev_acc), nb.start_halving_inc, nb.end_halving_inc, "points"
-        else:
-            impr = (prev_loss - loss) / max(abs(prev_loss), 1e-12)
-            start_thr, end_thr, unit = nb.start_halving_impr, nb.end_halving_impr, "relative"
-        self.state.best_heldout, self.state.best_heldout_acc = loss, acc
-        if self.state.halving and impr < end_thr and self.state.epoch >= nb.min_epochs:
-            log.info("newbob: improvement %.4f (%s) < %.4f, stopping", impr, unit, end_thr)
-            self.state.done, self.state.stop_reason = True, "newbob"
-        if impr < start_thr:
-            self.state.halving = True
-        if self.state.halving:
-            self.state.lr_scale *= nb.halving_factor
-            self._set_lr_scale(self.state.lr_scale)
-        return loss, acc
+            return self._evaluate()
+
+        return newbob(self.state, self.cfg.trainer.newbob, loss, acc, rollback if snapshot is not None else None,
+                      self._set_lr_scale)  # fmt: skip
 
     def _converged(self) -> bool:
-        """The stopping rule of every optimizer not on newbob (``trainer.convergence``): the
-        held-out cross-entropy improved by less than ``rel_tol`` over the last ``window``
-        HF iterations or epochs."""
-        conv = self.cfg.trainer.convergence
-        rows = self.state.history
-        if not conv.enabled or len(rows) <= conv.window:
-            return False
-        before, now = float(rows[-1 - conv.window]["heldout_loss"]), float(rows[-1]["heldout_loss"])
-        gain = (before - now) / max(abs(before), 1e-12)
-        if gain < conv.rel_tol:
-            log.info("converged: held-out CE %.5f -> %.5f over %d iterations (%.2e relative < %g)",
-                     before, now, conv.window, gain, conv.rel_tol)  # fmt: skip
-            return True
-        return False
+        """:func:`~asr_hf.nnet.schedule.converged` on this run's held-out history."""
+        return converged(self.state.history, self.cfg.trainer.convergence)
 
     def _sync(self) -> None:
         if self.device.type == "cuda":

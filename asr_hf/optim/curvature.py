@@ -1,5 +1,7 @@
 """Curvature matrices of a network + loss as matrix-free linear operators.
 
+(About 620 lines: the operator and its four product back ends share one per-chunk contract.)
+
 For a model ``z_n = f(theta; x_n)`` (outputs ``z_n in R^C``) and a per-example loss
 ``l(z_n, t_n)`` the objective is the mean ``L(theta) = (1/N) sum_n l(f(theta; x_n), t_n)``.
 With ``J_n = dz_n / dtheta`` (``C x P``) and ``H_n = d^2 l / dz_n^2`` (``C x C``):
