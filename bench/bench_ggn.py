@@ -40,7 +40,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from asr_hf.optim.base import LossKind  # noqa: E402
-from asr_hf.optim.curvature import GGNOperator, ParamLayout  # noqa: E402
+from asr_hf.optim.curvature import GGNOperator  # noqa: E402
+from asr_hf.optim.layout import ParamLayout  # noqa: E402
 
 
 def build(args: argparse.Namespace, device: torch.device, dtype: torch.dtype):

@@ -6,7 +6,7 @@ standard normal, random pdf targets; context, width and depth from
 float32 parameters, it measures:
 
 * ``gradient``: :func:`asr_hf.optim.curvature.loss_and_gradient` over a 100k-frame
-  batch (pre-spliced inputs, chunks of :func:`~asr_hf.optim.curvature.auto_chunk_size`):
+  batch (pre-spliced inputs, chunks of :func:`~asr_hf.optim.device.auto_chunk_size`):
   frames/s and TFLOP/s, in TF32 and in IEEE float32 on CUDA;
 * ``ggn_product``: :class:`~asr_hf.optim.curvature.GGNOperator` products on a 100k-frame
   curvature sample, forward pass cached (the situation inside CG): products/s,
@@ -76,13 +76,9 @@ sys.path.insert(0, str(ROOT))
 from asr_hf.nnet.data import FrameSet, Utterances  # noqa: E402
 from asr_hf.nnet.model import DNN, DNNConfig  # noqa: E402
 from asr_hf.optim.base import LossKind, SampledData  # noqa: E402
-from asr_hf.optim.curvature import (  # noqa: E402
-    GGNOperator,
-    ParamLayout,
-    auto_chunk_size,
-    loss_and_gradient,
-    tf32_matmuls,
-)
+from asr_hf.optim.curvature import GGNOperator, loss_and_gradient  # noqa: E402
+from asr_hf.optim.device import auto_chunk_size, tf32_matmuls  # noqa: E402
+from asr_hf.optim.layout import ParamLayout  # noqa: E402
 from asr_hf.optim.registry import build_optimizer  # noqa: E402
 from asr_hf.optim.solvers import conjugate_gradient  # noqa: E402
 

@@ -65,10 +65,7 @@ def _train(args: argparse.Namespace) -> int:
     summary = trainer.train()
     if trainer.is_main:
         print(json.dumps(summary))
-    if trainer.dist is not None:
-        import torch.distributed as dist
-
-        dist.destroy_process_group()
+    trainer.close()
     return 0
 
 
@@ -96,7 +93,7 @@ def _speedup(args: argparse.Namespace) -> int:
 def _forward(args: argparse.Namespace) -> int:
     from lhotse import CutSet
 
-    from asr_hf.nnet.trainer import load_model, pseudo_loglikes, resolve_device
+    from asr_hf.nnet.inference import forward_loglikes, load_model, resolve_device
     from asr_hf.utils.io import atomic_output
     from asr_hf.utils.kio import kaldi_io
 
@@ -115,6 +112,6 @@ def _forward(args: argparse.Namespace) -> int:
         raise DataError(str(args.cuts), f"{dim}-dimensional features, model {args.model} takes {model.feat_dim}")
     # the ark is renamed into place only when every utterance gave finite scores
     with atomic_output(args.ark) as tmp, open(tmp, "wb") as f:
-        for uid, mat in pseudo_loglikes(model, cuts, pri, args.prior_scale, device):
+        for uid, mat in forward_loglikes(model, cuts, pri, args.prior_scale, device):
             kaldi_io.write_mat(f, mat, key=uid)
     return 0

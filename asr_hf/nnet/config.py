@@ -4,8 +4,9 @@ Config groups mirror the architecture: ``data``, ``features``, ``model``,
 ``optim``, ``trainer``, ``decode``.  The YAML files under ``conf/`` fill them;
 the schema here makes a misspelt key or a wrong type an error (``struct``
 mode), not a silently ignored override.  Optimizer-specific options live in
-``optim.options``; the trainer checks their names and types against the
-optimizer's factory (:func:`asr_hf.optim.registry.check_optimizer_options`).
+``optim.options``; :func:`compose` checks their names and types against the
+optimizer's registry entry (:func:`asr_hf.optim.registry.check_optimizer_options`) and
+types them with its options dataclass (:func:`asr_hf.optim.registry.options_class`).
 """
 
 from __future__ import annotations
@@ -39,10 +40,16 @@ class FeaturesConf:
 
 @dataclass
 class OptimConf:
-    """An optimizer from :mod:`asr_hf.optim.registry` and its keyword options."""
+    """An optimizer from :mod:`asr_hf.optim.registry` and its keyword options.
+
+    ``options`` composes as a mapping (so ``+optim.options.X=...`` reaches the registry's
+    check, whose error names the valid keys); :func:`compose` then replaces it by the
+    optimizer's typed options (:func:`asr_hf.optim.registry.options_class`), every option
+    with its value, so a later assignment of a wrong type or an unknown key is an error.
+    """
 
     name: str = "sgd"
-    options: dict[str, Any] = field(default_factory=dict)
+    options: Any = field(default_factory=dict)
 
 
 @dataclass
@@ -157,7 +164,30 @@ def compose(overrides: list[str] | None = None, config_dir: Optional[str] = None
     with initialize_config_dir(config_dir=cdir, version_base="1.3"):
         cfg = hydra_compose(config_name=config_name, overrides=list(overrides or []))
     OmegaConf.set_struct(cfg, True)
+    type_optim_options(cfg)
     return cfg
+
+
+def type_optim_options(cfg) -> None:
+    """Check ``cfg.optim.options`` against the registry (a one-line
+    :class:`~asr_hf.utils.errors.DataError` naming the valid keys, or the expected type)
+    and replace it, in place, by the optimizer's typed options filled with its defaults.
+
+    Raises:
+        DataError: unknown optimizer, unknown option or a value of the wrong type.
+    """
+    from omegaconf import OmegaConf, open_dict
+
+    from asr_hf.optim.registry import check_optimizer_options, options_class
+
+    options = OmegaConf.to_container(cfg.optim.options, resolve=True) or {}
+    check_optimizer_options(cfg.optim.name, options)
+    schema = options_class(cfg.optim.name)
+    if schema is None:  # an optimizer registered without declared options
+        return
+    typed = OmegaConf.merge(OmegaConf.structured(schema), options)
+    with open_dict(cfg.optim):
+        cfg.optim.options = typed
 
 
 def exp_dir_for(cfg) -> Path:

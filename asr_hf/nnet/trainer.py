@@ -1,5 +1,10 @@
 """Cross-entropy training of the hybrid DNN with any registered optimizer.
 
+(About 700 lines: one :class:`Trainer` owns the run's set-up, the data join, both training
+loops and the divergence guards; checkpoints, schedules, inference, reports and plots live
+in :mod:`.checkpoint`, :mod:`.schedule`, :mod:`.inference`, :mod:`.reports` and
+:mod:`asr_hf.utils.plot`.)
+
 One trainer drives both optimizer kinds of :mod:`asr_hf.optim.base`:
 
 * MINIBATCH (SGD, Adam, KFAC, K-BFGS...): shuffled epochs of minibatches,
@@ -10,11 +15,14 @@ One trainer drives both optimizer kinds of :mod:`asr_hf.optim.base`:
 * SAMPLED (Hessian-free family): ``opt.step(SampledData(train, heldout))`` per
   HF iteration; the optimizer draws its own gradient / curvature samples.
 
-Every epoch / HF iteration ends with a checkpoint holding model, optimizer,
-sampler RNG, schedule and clock; ``resume`` continues a killed run to the same
-result as an uninterrupted one.  The exp dir gets ``config.yaml``,
-``command.txt``, ``train_log.jsonl`` / ``train_log.csv``, ``final.pt``,
-``train_summary.json`` and ``heldout_vs_time.png``.
+Every epoch / HF iteration ends with a checkpoint (:mod:`asr_hf.nnet.checkpoint`) holding
+model, optimizer, sampler RNG, schedule and clock; ``resume`` continues a killed run to the
+same result as an uninterrupted one.  What the trainer does for an optimizer (bfloat16
+autocast, newbob, the bare network, DDP or a reducer) comes from its registry entry
+(:class:`~asr_hf.optim.registry.RegisteredOptimizer`); collectives go through the
+:class:`~asr_hf.optim.base.Reducer` (this package never imports ``torch.distributed``).
+The exp dir gets ``config.yaml``, ``command.txt``, ``train_log.jsonl`` / ``train_log.csv``,
+``final.pt``, ``train_summary.json`` and ``heldout_vs_time.png``.
 
 Guards: the config (trainer limits, optimizer name, option names and types) is checked
 before anything is loaded or written, and a checkpoint of another model or optimizer is
@@ -32,7 +40,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import csv
 import itertools
 import json
 import logging
@@ -41,7 +48,6 @@ import random
 import shlex
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
@@ -50,25 +56,31 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from asr_hf.nnet.checkpoint import (
+    TrainState,
+    check_checkpoint_matches,
+    checkpoint_path,
+    newest_checkpoint,
+    read_checkpoint,
+    restore_rng_states,
+    rng_states,
+    to_cpu,
+    write_checkpoint,
+)
 from asr_hf.nnet.data import FrameSet, Utterances, heldout_split_indices, input_stats, load_utterances, log_priors, pdf_counts
+from asr_hf.nnet.inference import resolve_device
 from asr_hf.nnet.model import DNN, DNNConfig, num_parameters
+from asr_hf.nnet.reports import finite_or_none, json_line, write_csv
+from asr_hf.nnet.schedule import converged, newbob
 from asr_hf.optim.base import LocalReducer, LossKind, OptimizerKind, SampledData
-from asr_hf.optim.distributed import DistReducer, ShardedSource, init_from_env, shard_range
+from asr_hf.optim.distributed import DistReducer, ShardedSource, init_from_env, shard_range, shutdown, wrap_data_parallel
 from asr_hf.optim.hf import NONFINITE_CODES
-from asr_hf.optim.registry import build_optimizer, check_optimizer_options, optimizer_info
+from asr_hf.optim.registry import available_optimizers, build_optimizer, check_optimizer_options, optimizer_info
 from asr_hf.utils.errors import DataError
 from asr_hf.utils.io import atomic_output
+from asr_hf.utils.plot import plot_curve
 
 log = logging.getLogger(__name__)
-
-#: optimizers whose update only needs the gradient, so bfloat16 autocast is safe
-BF16_OPTIMIZERS = frozenset({"sgd", "adam", "adamw", "rmsprop", "ahsgd", "soap", "shampoo", "psgd"})
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 @torch.no_grad()
@@ -90,24 +102,6 @@ def evaluate(model: torch.nn.Module, frames: FrameSet, chunk: int = 8192, reduce
             torch.tensor([total_loss, correct, count], dtype=torch.float64)
         ).tolist()
     return total_loss / max(count, 1), correct / max(count, 1)
-
-
-@dataclass
-class TrainState:
-    """Everything besides model/optimizer that an exact resume needs."""
-
-    epoch: int = 0  # completed epochs (MINIBATCH) or HF iterations (SAMPLED)
-    wall_s: float = 0.0  # training wall time so far, summed over resumed runs
-    frames_seen: int = 0
-    lr_scale: float = 1.0
-    halving: bool = False
-    best_heldout: float = float("inf")  # held-out loss of the last accepted epoch
-    best_heldout_acc: float = 0.0  # and its frame accuracy
-    done: bool = False
-    stop_reason: str = ""  # converged | newbob | time_budget | max_iters / max_epochs
-    world_size: int = 1  # processes of the run that wrote the state
-    nonfinite_failures: int = 0  # consecutive epochs / HF iterations with a non-finite step
-    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 class NonFiniteStep(Exception):
@@ -155,10 +149,11 @@ class Trainer:
             raise DataError("trainer.newbob.criterion", f"must be accuracy or loss, got {t.newbob.criterion!r}")
         options = OmegaConf.to_container(cfg.optim.options, resolve=True) or {}
         check_optimizer_options(cfg.optim.name, options)
-        if t.bf16 and cfg.optim.name not in BF16_OPTIMIZERS:
+        if t.bf16 and not optimizer_info(cfg.optim.name).bf16_safe:
+            safe = sorted(n for n, e in available_optimizers().items() if e.bf16_safe)
             raise DataError(
                 "trainer.bf16",
-                f"autocast is supported for {sorted(BF16_OPTIMIZERS)}, not {cfg.optim.name!r}: "
+                f"autocast is supported for {safe}, not {cfg.optim.name!r}: "
                 "curvature statistics and CG need float32 (use trainer.tf32 on a GPU)",
             )
         self.device = resolve_device(t.device)
@@ -197,24 +192,19 @@ class Trainer:
         mean, inv_std = input_stats(self.train_source, seed=t.seed, reducer=self.reducer)
         self.model.norm.mean.copy_(mean.to(self.device))
         self.model.norm.inv_std.copy_(inv_std.to(self.device))
-        if self.dist and self.info.data_parallel == "reducer":
-            options["reducer"] = self.reducer
-        # SAMPLED (HF) optimizers get the bare nn.Sequential (their fastest curvature path) and
+        # optimizers that want the bare nn.Sequential (HF: its fastest curvature path) get it, and
         # sources that apply the model's fixed input normalisation; the parameters are the same.
-        target = self.model.net if self.kind == OptimizerKind.SAMPLED else self.model
+        target = self.model.net if self.info.bare_net else self.model
+        reducer = self.reducer if self.info.data_parallel == "reducer" else None
         try:
-            self.optimizer = build_optimizer(cfg.optim.name, target, LossKind.CROSS_ENTROPY, **options)
+            self.optimizer = build_optimizer(cfg.optim.name, target, LossKind.CROSS_ENTROPY, reducer=reducer, **options)
         except DataError:
             raise
         except ValueError as exc:  # the optimizer's own checks of its option values
             raise DataError("optim.options", f"{' '.join(str(exc).split())} (optimizer {cfg.optim.name})") from exc
         self.forward_model: torch.nn.Module = self.model
         if self.dist and self.info.data_parallel == "ddp":
-            from torch.nn.parallel import DistributedDataParallel
-
-            self.forward_model = DistributedDataParallel(
-                self.model, device_ids=[self.device] if self.device.type == "cuda" else None, broadcast_buffers=False
-            )
+            self.forward_model = wrap_data_parallel(self.model, self.device)
         self.generator = torch.Generator().manual_seed(t.seed)
         self.state = TrainState(world_size=self.world_size)
         # resume now, so a checkpoint this run cannot continue is refused before config.yaml
@@ -314,9 +304,6 @@ class Trainer:
         torch.manual_seed(seed)
 
     # ------------------------------------------------------------ checkpoints
-    def _ckpt_path(self, n: int) -> Path:
-        return self.exp / "checkpoints" / f"ckpt-{n:04d}.pt"
-
     @property
     def _rank_local_state(self) -> bool:
         """Whether ranks hold different model/optimizer states between syncs (e.g. the
@@ -326,45 +313,25 @@ class Trainer:
     def save_checkpoint(self) -> None:
         """Rank 0 writes the checkpoint (model and optimizer are identical on all ranks,
         except for optimizers with rank-local state, whose per-rank states are gathered)."""
-        n = self.state.epoch
         rank_states = None
         if self._rank_local_state:
-            import torch.distributed as dist
-
-            mine = {"model": _to_cpu(self.model.state_dict()), "optimizer": _to_cpu(self.optimizer.state_dict())}
-            rank_states = [None] * self.world_size
-            dist.all_gather_object(rank_states, mine)
+            mine = {"model": to_cpu(self.model.state_dict()), "optimizer": to_cpu(self.optimizer.state_dict())}
+            rank_states = self.reducer.all_gather_object(mine)
         if not self.is_main:
             return
         payload = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "rank_states": rank_states,
-            "generator": self.generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "numpy_rng": np.random.get_state(),
-            "python_rng": random.getstate(),
+            **rng_states(self.generator),
             "optimizer_name": self.cfg.optim.name,
             "state": self.state.__dict__,
         }
-        path = self._ckpt_path(n)
-        with atomic_output(path) as tmp:
-            torch.save(payload, tmp)
-        old = sorted((self.exp / "checkpoints").glob("ckpt-*.pt"))[: -max(1, self.cfg.trainer.keep_checkpoints)]
-        for p in old:
-            p.unlink(missing_ok=True)
+        write_checkpoint(checkpoint_path(self.exp, self.state.epoch), payload, self.cfg.trainer.keep_checkpoints)
 
     def latest_checkpoint(self) -> Optional[Path]:
-        ckpts = sorted((self.exp / "checkpoints").glob("ckpt-*.pt"))
-        found = ckpts[-1] if ckpts else None
-        if self.dist:  # every rank resumes from the checkpoint rank 0 sees (shared exp dir)
-            import torch.distributed as dist
-
-            box = [found]
-            dist.broadcast_object_list(box, src=0)
-            found = box[0]
-        return found
+        """The newest checkpoint; every rank takes the one rank 0 sees (shared exp dir)."""
+        return self.reducer.broadcast_object(newest_checkpoint(self.exp), src=0)
 
     def load_checkpoint(self, path: Path) -> None:
         """Resume from ``path``.  With the world size it was written with, the run continues
@@ -373,13 +340,8 @@ class Trainer:
         order changes); minibatch runs keep parameters and optimizer state but the per-rank
         data order of later epochs changes, so they need ``trainer.allow_world_size_change``;
         optimizers with rank-local state cannot be remapped and refuse."""
-        try:
-            payload = torch.load(path, map_location=self.device, weights_only=False)
-            saved_world = int(payload["state"].get("world_size", 1))
-        except Exception as exc:
-            raise DataError(str(path), f"unreadable checkpoint ({type(exc).__name__}: {' '.join(str(exc).split())}); "
-                                       "delete it or set trainer.resume=false") from exc  # fmt: skip
-        self._check_checkpoint_matches(path, payload)
+        payload, saved_world = read_checkpoint(path, self.device)
+        check_checkpoint_matches(path, payload, self.cfg.optim.name, self.model, self.cfg.model)
         if saved_world != self.world_size:
             what = f"checkpoint {path} was written by {saved_world} process(es), this run has {self.world_size}"
             if self.kind == OptimizerKind.SAMPLED:
@@ -400,33 +362,10 @@ class Trainer:
         else:
             self.model.load_state_dict(payload["model"])
             self.optimizer.load_state_dict(payload["optimizer"])
-        self.generator.set_state(payload["generator"])
-        torch.set_rng_state(payload["torch_rng"])
-        if payload["cuda_rng"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(payload["cuda_rng"])
-        np.random.set_state(payload["numpy_rng"])
-        random.setstate(payload["python_rng"])
+        restore_rng_states(payload, self.generator)
         self.state = TrainState(**payload["state"])
         self.state.world_size = self.world_size
         log.info("resumed from %s (epoch/iteration %d, %.1f s trained)", path, self.state.epoch, self.state.wall_s)
-
-    def _check_checkpoint_matches(self, path: Path, payload: dict[str, Any]) -> None:
-        """Refuse a checkpoint of another model (parameter names / shapes) or optimizer."""
-        hint = "train into another trainer.exp_dir, or set trainer.resume=false to start over"
-        saved_opt = payload.get("optimizer_name")
-        if saved_opt is not None and saved_opt != self.cfg.optim.name:
-            raise DataError(str(path), f"checkpoint of optimizer {saved_opt}, this run uses {self.cfg.optim.name}; {hint}")
-        states = payload.get("rank_states") or [payload]
-        saved = {k: tuple(v.shape) for k, v in states[0]["model"].items()}
-        mine = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
-        if saved != mine:
-            shape = lambda s: "x".join(map(str, s)) if s is not None else "absent"  # noqa: E731
-            k = next(k for k in [*mine, *saved] if saved.get(k) != mine.get(k))
-            raise DataError(
-                str(path),
-                f"checkpoint of a different model ({k}: {shape(saved.get(k))} in the checkpoint, "
-                f"{shape(mine.get(k))} in this run's {self.cfg.model}); {hint}",
-            )
 
     # ---------------------------------------------------------------- logging
     def _log(self, row: dict[str, Any]) -> None:
@@ -443,28 +382,10 @@ class Trainer:
 
     def _write_reports(self) -> None:
         rows = self.state.history
-        keys: list[str] = []
-        for r in rows:
-            keys += [k for k in r if k not in keys]
-        with atomic_output(self.exp / "train_log.csv") as tmp, open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=keys)
-            w.writeheader()
-            w.writerows(rows)
+        write_csv(self.exp / "train_log.csv", rows)
         try:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-
-            fig, ax = plt.subplots(figsize=(5, 3.5))
-            ax.plot([r["wall_s"] for r in rows], [r["heldout_loss"] for r in rows], marker="o")
-            ax.set_xlabel("training wall time (s)")
-            ax.set_ylabel("held-out cross-entropy")
-            ax.set_title(self.cfg.optim.name)
-            fig.tight_layout()
-            with atomic_output(self.exp / "heldout_vs_time.png") as tmp:
-                fig.savefig(tmp, format="png")
-            plt.close(fig)
+            plot_curve([r["wall_s"] for r in rows], [r["heldout_loss"] for r in rows], self.exp / "heldout_vs_time.png",
+                       xlabel="training wall time (s)", ylabel="held-out cross-entropy", title=self.cfg.optim.name)  # fmt: skip
         except Exception as exc:  # plotting must never fail a training run
             log.warning("could not draw heldout_vs_time.png: %s", exc)
 
@@ -572,9 +493,7 @@ class Trainer:
             self._rewrite_log()
         elif self.is_main and (self.exp / "train_log.jsonl").exists():
             (self.exp / "train_log.jsonl").unlink()
-        use_newbob = (
-            self.kind == OptimizerKind.MINIBATCH and t.newbob.enabled and self.cfg.optim.name == "sgd"
-        )
+        use_newbob = self.kind == OptimizerKind.MINIBATCH and t.newbob.enabled and self.info.newbob
         if self.state.epoch == 0 and not self.state.history:
             loss, acc = self._evaluate()
             self.state.best_heldout, self.state.best_heldout_acc = loss, acc
@@ -591,8 +510,7 @@ class Trainer:
             start = self.clock()
             comm0 = getattr(self.reducer, "comm_seconds", 0.0)
             if self.kind == OptimizerKind.SAMPLED:
-                data = SampledData(NormalizedSource(self.train_source, self.model.norm),
-                                   NormalizedSource(self.heldout_source, self.model.norm))
+                data = SampledData(self._source(self.train_source), self._source(self.heldout_source))
                 stats = dict(self.optimizer.step(data) or {})
                 self._count_nonfinite_iteration(stats)
                 frames = int(stats.get("grad_samples", 0)) + int(stats.get("curv_samples", 0))
@@ -638,6 +556,10 @@ class Trainer:
             self.state.stop_reason = "max_iters" if self.kind == OptimizerKind.SAMPLED else "max_epochs"
         return self.finish()
 
+    def _source(self, source: ShardedSource) -> Any:
+        """What a SAMPLED optimizer draws from: normalised inputs when it has the bare net."""
+        return NormalizedSource(source, self.model.norm) if self.info.bare_net else source
+
     def _lr(self) -> float:
         groups = getattr(self.optimizer, "param_groups", None) or [{}]
         return float(groups[0].get("lr", float("nan")))
@@ -681,66 +603,20 @@ class Trainer:
             )
 
     def _newbob(self, loss: float, acc: float, snapshot) -> tuple[float, float]:
-        """Kaldi nnet1's schedule on the held-out set.  ``criterion=accuracy`` (nnet1 as
-        used in the papers' era): an epoch must raise frame accuracy or it is rolled back;
-        halving starts once the gain is below ``start_halving_inc`` points and training
-        stops once halving and below ``end_halving_inc``, or when an epoch is rejected while
-        halving.  ``criterion=loss`` (later nnet1): the same on cross-entropy with relative
-        thresholds ``*_halving_impr``."""
-        nb = self.cfg.trainer.newbob
-        by_acc = nb.criterion == "accuracy"
-        prev_loss, prev_acc = self.state.best_heldout, self.state.best_heldout_acc
-        finite = math.isfinite(loss) and math.isfinite(acc)  # NaN is worse than anything
-        worse = not finite or (acc <= prev_acc if by_acc else not loss < prev_loss)
-        if worse and snapshot is not None:
-            what = f"accuracy {100 * acc:.2f}% <= {100 * prev_acc:.2f}%" if by_acc else f"loss {loss:.4f} >= {prev_loss:.4f}"
-            if not finite:
-                what = f"loss {loss} / accuracy {acc} not finite"
+        """:func:`~asr_hf.nnet.schedule.newbob` on this epoch; a rejected epoch is rolled
+        back to ``snapshot`` (model and optimizer state dicts) and evaluated again."""
+
+        def rollback() -> tuple[float, float]:
             self.model.load_state_dict(snapshot[0])
             self.optimizer.load_state_dict(snapshot[1])
-            loss, acc = self._evaluate()
-            if self.state.halving and self.state.epoch >= nb.min_epochs:
-                # nnet1's train_scheduler.sh: a rejected epoch leaves the improvement at 0,
-                # below end_halving, so training that is already halving stops here
-                log.info("epoch rejected while halving: held-out %s; rolled back, stopping", what)
-                self.state.done, self.state.stop_reason = True, "newbob"
-                return loss, acc
-            log.info("epoch rejected: held-out %s; rolling back, halving lr", what)
-            self.state.halving = True
-            self.state.lr_scale *= nb.halving_factor
-            self._set_lr_scale(self.state.lr_scale)
-            return loss, acc
-        if by_acc:
-            impr, start_thr, end_thr, unit = 100 * (acc - prev_acc), nb.start_halving_inc, nb.end_halving_inc, "points"
-        else:
-            impr = (prev_loss - loss) / max(abs(prev_loss), 1e-12)
-            start_thr, end_thr, unit = nb.start_halving_impr, nb.end_halving_impr, "relative"
-        self.state.best_heldout, self.state.best_heldout_acc = loss, acc
-        if self.state.halving and impr < end_thr and self.state.epoch >= nb.min_epochs:
-            log.info("newbob: improvement %.4f (%s) < %.4f, stopping", impr, unit, end_thr)
-            self.state.done, self.state.stop_reason = True, "newbob"
-        if impr < start_thr:
-            self.state.halving = True
-        if self.state.halving:
-            self.state.lr_scale *= nb.halving_factor
-            self._set_lr_scale(self.state.lr_scale)
-        return loss, acc
+            return self._evaluate()
+
+        return newbob(self.state, self.cfg.trainer.newbob, loss, acc, rollback if snapshot is not None else None,
+                      self._set_lr_scale)  # fmt: skip
 
     def _converged(self) -> bool:
-        """The stopping rule of every optimizer not on newbob (``trainer.convergence``): the
-        held-out cross-entropy improved by less than ``rel_tol`` over the last ``window``
-        HF iterations or epochs."""
-        conv = self.cfg.trainer.convergence
-        rows = self.state.history
-        if not conv.enabled or len(rows) <= conv.window:
-            return False
-        before, now = float(rows[-1 - conv.window]["heldout_loss"]), float(rows[-1]["heldout_loss"])
-        gain = (before - now) / max(abs(before), 1e-12)
-        if gain < conv.rel_tol:
-            log.info("converged: held-out CE %.5f -> %.5f over %d iterations (%.2e relative < %g)",
-                     before, now, conv.window, gain, conv.rel_tol)  # fmt: skip
-            return True
-        return False
+        """:func:`~asr_hf.nnet.schedule.converged` on this run's held-out history."""
+        return converged(self.state.history, self.cfg.trainer.convergence)
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -799,11 +675,13 @@ class Trainer:
                 raise DataError(str(self.exp / "final.pt"), f"not written: non-finite weights in {', '.join(bad)}")
             if self.is_main:
                 self._write_outputs(summary)
-        if self.dist:
-            import torch.distributed as dist
-
-            dist.barrier()  # no rank leaves before rank 0 has written the outputs
+        self.reducer.barrier()  # no rank leaves before rank 0 has written the outputs
         return summary
+
+    def close(self) -> None:
+        """Leave the process group of a torchrun job (a no-op in one process)."""
+        if self.dist is not None:
+            shutdown()
 
     def _write_outputs(self, summary: dict[str, Any]) -> None:
         final = self.exp / "final.pt"
@@ -834,90 +712,5 @@ class NormalizedSource:
             yield self.norm(x), y
 
 
-def _to_cpu(obj: Any) -> Any:
-    """A (nested) state dict with every tensor copied to the CPU (for gathering across ranks)."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu()
-    if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_cpu(v) for v in obj)
-    return obj
-
-
-def finite_or_none(obj: Any) -> Any:
-    """``obj`` with every non-finite float (NaN, inf) replaced by ``None`` (JSON ``null``)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: finite_or_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [finite_or_none(v) for v in obj]
-    return obj
-
-
-def json_line(row: dict[str, Any]) -> str:
-    """One strict-JSON line (``null`` for NaN / inf, which ``json`` would write as ``NaN``)."""
-    return json.dumps(finite_or_none(row), allow_nan=False)
-
-
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool)
-
-
-def load_model(path: Path | str, device: torch.device | str = "cpu") -> tuple[DNN, np.ndarray]:
-    """Load ``final.pt``: the model (eval mode) and its log-priors.
-
-    Raises a one-line :class:`DataError` naming ``path`` when it is missing, not a
-    ``final.pt`` (corrupt, or another kind of file) or holds non-finite weights.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(str(path), "not found")
-    try:
-        payload = torch.load(path, map_location=device, weights_only=False)
-    except Exception as exc:
-        raise DataError(str(path), f"unreadable model file ({type(exc).__name__}: {' '.join(str(exc).split())})") from exc
-    keys = ("model", "feat_dim", "num_pdfs", "model_cfg", "log_priors")
-    if not isinstance(payload, dict) or any(k not in payload for k in keys):
-        have = sorted(payload) if isinstance(payload, dict) else type(payload).__name__
-        raise DataError(str(path), f"not a final.pt written by train-am (needs {', '.join(keys)}; has {have})")
-    bad = [k for k, v in payload["model"].items() if torch.is_tensor(v) and v.is_floating_point() and not bool(v.isfinite().all())]
-    if bad:
-        raise DataError(str(path), f"model has non-finite weights in {', '.join(bad)}")
-    try:
-        model = DNN(payload["feat_dim"], payload["num_pdfs"], DNNConfig(**payload["model_cfg"])).to(device)
-        model.load_state_dict(payload["model"])
-    except (TypeError, RuntimeError) as exc:
-        raise DataError(str(path), f"model does not match its config ({' '.join(str(exc).split())[:300]})") from exc
-    model.eval()
-    return model, np.asarray(payload["log_priors"])
-
-
-@torch.no_grad()
-def pseudo_loglikes(
-    model: DNN, feature_cuts, log_prior: np.ndarray, prior_scale: float = 1.0,
-    device: torch.device | str = "cpu", chunk: int = 8192,
-) -> Iterator[tuple[str, np.ndarray]]:
-    """Per utterance ``log p(s|x) - prior_scale * log p(s)``, shape ``(T, num_pdfs)``.
-
-    This is the matrix the hybrid decoder consumes (it applies the acoustic weight).
-    """
-    from asr_hf.nnet.data import Utterances
-
-    pri = torch.as_tensor(log_prior, dtype=torch.float32, device=device)
-    for cut in feature_cuts:
-        f = np.asarray(cut.load_features(), dtype=np.float32)
-        if f.ndim != 2 or f.shape[1] != model.feat_dim:
-            raise DataError(cut.id, f"features of shape {f.shape}, the model takes dimension {model.feat_dim}")
-        if not np.isfinite(f).all():
-            raise DataError(cut.id, "features have NaN/inf values")
-        utt = Utterances([cut.id], f, np.full(f.shape[0], -1, np.int64), np.asarray([f.shape[0]]))
-        fs = FrameSet(utt, model.cfg.context, device)
-        out = []
-        for x, _ in fs.batches(torch.arange(len(fs)), chunk):
-            out.append(torch.log_softmax(model(x), dim=-1) - prior_scale * pri)
-        mat = torch.cat(out).cpu().numpy()
-        if not np.isfinite(mat).all():  # e.g. features far outside the training range
-            raise DataError(cut.id, "non-finite pseudo log-likelihoods")
-        yield cut.id, mat

@@ -3,16 +3,18 @@
 Hessian-free family (this package's composable pieces):
 
 * curvature operators: :class:`GGNOperator`, :class:`HessianOperator` (``matvec``),
-  with :func:`loss_and_gradient`, :func:`evaluate_loss`, :class:`ParamLayout`;
+  with :func:`loss_and_gradient`, :func:`evaluate_loss`; the flat parameter view
+  :class:`ParamLayout` and the loss algebra (:mod:`asr_hf.optim.losses`);
 * solvers: :func:`conjugate_gradient` (CG / PCG / flexible PCG, Martens' grid and
   stopping rule, block-segmented lockstep solves);
 * preconditioners: :class:`DiagonalPreconditioner`, :class:`LBFGSPreconditioner`;
 * sampling: :class:`FixedFractionSchedule`, :class:`GeometricSchedule`, :class:`DataSampler`;
-* blocks: :func:`parameter_blocks`, :class:`BlockLayout`;
+* blocks: :func:`parameter_blocks`, :class:`BlockLayout` (:mod:`asr_hf.optim.layout`);
 * the optimizer: :class:`HessianFree` (registered as ``hf``, ``hf_diag``, ``hf_lbfgs``,
   ``hf_sampled``, ``hf_lbfgs_sampled``, ``hf_block``).
 
-Also: KFAC, K-BFGS, K-BFGS(L) and first-order baselines (``kfac``, ``kbfgs``, ``kbfgs_l``,
+Also: KFAC, K-BFGS, K-BFGS(L) (their factored inverse as an operator on flat vectors:
+:class:`KroneckerInverse`, a CG preconditioner) and first-order baselines (``kfac``, ``kbfgs``, ``kbfgs_l``,
 ``sgd``, ``adam``, ``adamw``, ``rmsprop``), heavyball's peer preconditioners (``soap``,
 ``shampoo``, ``psgd``; optional extra ``peers``, :mod:`asr_hf.optim.peers`), and the
 multi-worker approximated-Hessian SGD (:class:`ApproxHessianSGD`, ``ahsgd``).  Data-parallel plumbing: :class:`DistReducer`,
@@ -32,21 +34,22 @@ from asr_hf.optim.base import (
     SampledData,
     TensorSource,
 )
-from asr_hf.optim.block import BlockLayout, module_blocks, parameter_blocks
 from asr_hf.optim.curvature import (
     CurvatureOperator,
     GGNOperator,
     GradientResult,
     HessianOperator,
-    ParamLayout,
-    SequentialNet,
     SourceChunks,
-    apply_output_hessian,
     evaluate_loss,
     loss_and_gradient,
 )
+from asr_hf.optim.layout import BlockLayout, ParamLayout, module_blocks, parameter_blocks
+from asr_hf.optim.losses import apply_output_hessian, loss_sum, sample_targets
+from asr_hf.optim.sequential import SequentialNet
 from asr_hf.optim.distributed import DistReducer, ShardedSource, init_from_env, run_local_workers, shard_range
-from asr_hf.optim.hf import HF_VARIANTS, CurvatureKind, HessianFree, HFConfig
+from asr_hf.optim.hf import HF_VARIANTS, HessianFree
+from asr_hf.optim.hf_config import CurvatureKind, HFConfig
+from asr_hf.optim.kron_operator import KroneckerInverse
 from asr_hf.optim.lbfgs import LBFGSMemory
 from asr_hf.optim.precond import (
     DiagonalPreconditioner,
@@ -93,6 +96,7 @@ __all__ = [
     "HessianFree",
     "HessianOperator",
     "IdentityPreconditioner",
+    "KroneckerInverse",
     "LBFGSMemory",
     "LBFGSPreconditioner",
     "LinearOperator",
@@ -117,6 +121,7 @@ __all__ = [
     "evaluate_loss",
     "init_from_env",
     "loss_and_gradient",
+    "loss_sum",
     "martens_grid",
     "module_blocks",
     "optimizer_info",
@@ -124,5 +129,6 @@ __all__ = [
     "parameter_blocks",
     "register_optimizer",
     "run_local_workers",
+    "sample_targets",
     "shard_range",
 ]

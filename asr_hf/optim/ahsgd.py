@@ -93,6 +93,8 @@ import torch
 from torch import nn
 
 from asr_hf.optim.base import Closure, LocalReducer, LossKind, OptimizerKind, Reducer
+from asr_hf.optim.layout import ParamLayout
+from asr_hf.optim.momentum import BUFFER_KEY, MomentumRule, momentum_
 from asr_hf.optim.registry import register_optimizer
 
 Tensor = torch.Tensor
@@ -395,6 +397,11 @@ class ApproxHessianSGD(torch.optim.Optimizer):
     def _params(self) -> list[Tensor]:
         return [p for g in self.param_groups for p in g["params"]]
 
+    def layout(self) -> ParamLayout:
+        """The flat ``(n,)`` view of every parameter, in parameter-group order (the order
+        of the sync's vectors; identical on every worker)."""
+        return ParamLayout([(f"{gi}.{j}", p) for gi, g in enumerate(self.param_groups) for j, p in enumerate(g["params"])])
+
     def current_h0(self) -> float:
         """``h0``, or the first parameter group's current learning rate when ``h0`` is None."""
         return float(self.param_groups[0]["lr"]) if self.h0 is None else self.h0
@@ -413,29 +420,21 @@ class ApproxHessianSGD(torch.optim.Optimizer):
                 if p.grad is None:
                     continue
                 d_p = p.grad if wd == 0 else p.grad.add(p, alpha=wd)
-                if mom != 0:
-                    state = self.state[p]
-                    buf = state.get("momentum_buffer")
-                    if buf is None:
-                        buf = torch.clone(d_p).detach()
-                        state["momentum_buffer"] = buf
-                    else:
-                        buf.mul_(mom).add_(d_p)
-                    d_p = buf
+                d_p = momentum_(self.state[p], d_p, mom, MomentumRule.HEAVY_BALL)
                 p.add_(d_p, alpha=-lr)
 
-    def _flat_vectors(self) -> tuple[Tensor, Tensor]:
-        """``u = theta_i - theta_bar`` and ``g_i = grad + wd * theta_i``, flattened."""
+    def _flat_vectors(self, layout: ParamLayout) -> tuple[Tensor, Tensor]:
+        """``u = theta_i - theta_bar`` and ``g_i = grad + wd * theta_i``, flat ``(n,)``."""
         us, gs = [], []
         for group in self.param_groups:
             wd = group["weight_decay"]
             for p in group["params"]:
-                us.append((p.detach() - self.state[p]["round_start"]).reshape(-1))
+                us.append(p.detach() - self.state[p]["round_start"])
                 g = p.grad.detach() if p.grad is not None else torch.zeros_like(p)
                 if wd != 0:
                     g = g.add(p.detach(), alpha=wd)
-                gs.append(g.reshape(-1))
-        return torch.cat(us), torch.cat(gs)
+                gs.append(g)
+        return layout.flatten(us), layout.flatten(gs)
 
     def _gram(self, u: Tensor, g: Tensor) -> Tensor:
         """Float64 Gram matrix of every worker's ``[u_i; g_i]`` via chunked ``all_gather``."""
@@ -454,28 +453,27 @@ class ApproxHessianSGD(torch.optim.Optimizer):
         comm0 = getattr(self.reducer, "comm_seconds", None)
         t0 = time.perf_counter()
         rank = self.reducer.rank
-        u, g = self._flat_vectors()
+        layout = self.layout()
+        u, g = self._flat_vectors(layout)
         plan = plan_sync(
             self._gram(u, g), eta=self.eta, damping=self.damping, h0=self.current_h0(),
             max_step_ratio=self.max_step_ratio, max_condition=self.max_condition,
         )  # fmt: skip
-        params = self._params()
+        params = layout.params
         delta = u.mul(float(plan.a[rank])).add_(g, alpha=float(plan.b[rank]))
         # momentum buffers to average travel in the same all_reduce (one collective per sync)
-        moms = [p for p in params if "momentum_buffer" in self.state[p]] if self.momentum_sync == "average" else []
+        moms = [p for p in params if BUFFER_KEY in self.state[p]] if self.momentum_sync == "average" else []
         if moms:
-            delta = torch.cat([delta] + [self.state[p]["momentum_buffer"].reshape(-1) for p in moms])
+            delta = torch.cat([delta] + [self.state[p][BUFFER_KEY].reshape(-1) for p in moms])
         self.reducer.all_reduce_(delta)  # [:n]: theta_new - theta_bar; [n:]: summed momentum
-        offset = 0
-        for p in params:
+        for p, step in zip(params, layout.unflatten(delta[: layout.numel])):
             state = self.state[p]
-            k = p.numel()
-            p.copy_(state["round_start"] + delta[offset : offset + k].view_as(p))
-            offset += k
+            p.copy_(state["round_start"] + step)
             if self.momentum_sync == "reset":
-                state.pop("momentum_buffer", None)
+                state.pop(BUFFER_KEY, None)
+        offset = layout.numel
         for p in moms:
-            buf = self.state[p]["momentum_buffer"]
+            buf = self.state[p][BUFFER_KEY]
             buf.copy_(delta[offset : offset + buf.numel()].view_as(buf)).div_(self.reducer.world_size)
             offset += buf.numel()
         if plan.fallback:
@@ -575,13 +573,16 @@ class ApproxHessianSGD(torch.optim.Optimizer):
         self.capped = int(extra["capped"])
 
 
-@register_optimizer("ahsgd", kind=OptimizerKind.MINIBATCH, data_parallel="reducer", options_from=(ApproxHessianSGD,))
-def build_ahsgd(model: nn.Module, loss_kind: LossKind, **options: Any) -> ApproxHessianSGD:
+@register_optimizer(
+    "ahsgd", kind=OptimizerKind.MINIBATCH, data_parallel="reducer", options_from=(ApproxHessianSGD,),
+    preset={"lr": 0.1}, bf16_safe=True,
+)  # fmt: skip
+def build_ahsgd(
+    model: nn.Module, loss_kind: LossKind, *, reducer: Optional[Reducer] = None, **options: Any
+) -> ApproxHessianSGD:
     """Multi-worker local SGD with an approximated-Hessian (multi-secant) sync step (arXiv 1709.05069)."""
-    reducer = options.pop("reducer", None)
-    defaults: dict[str, Any] = {"lr": 0.1}
     params = [p for p in model.parameters() if p.requires_grad]
-    return ApproxHessianSGD(params, reducer=reducer, **{**defaults, **options})
+    return ApproxHessianSGD(params, reducer=reducer, **options)
 
 
 __all__ = [

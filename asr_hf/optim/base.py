@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Callable, Iterator, Protocol, runtime_checkable
+from typing import Any, Callable, Iterator, Protocol, runtime_checkable
 
 import torch
 
@@ -97,6 +97,9 @@ class Reducer(Protocol):
 
     ``all_reduce_`` sums in place; ``all_gather`` stacks every worker's tensor in rank
     order (shape ``(world_size, *shape)``); ``broadcast_`` copies rank ``src``'s tensor.
+    For the trainer's bookkeeping also: ``all_gather_object`` (every worker's picklable
+    object, a list in rank order), ``broadcast_object`` (rank ``src``'s object) and
+    ``barrier`` (no worker leaves before all have arrived).
     The distributed implementation is :class:`asr_hf.optim.distributed.DistReducer`.
     """
 
@@ -105,6 +108,12 @@ class Reducer(Protocol):
     def all_gather(self, tensor: torch.Tensor) -> torch.Tensor: ...
 
     def broadcast_(self, tensor: torch.Tensor, src: int = 0) -> torch.Tensor: ...
+
+    def all_gather_object(self, obj: Any) -> list[Any]: ...
+
+    def broadcast_object(self, obj: Any, src: int = 0) -> Any: ...
+
+    def barrier(self) -> None: ...
 
     @property
     def world_size(self) -> int: ...
@@ -127,6 +136,15 @@ class LocalReducer:
 
     def broadcast_(self, tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
         return tensor
+
+    def all_gather_object(self, obj: Any) -> list[Any]:
+        return [obj]
+
+    def broadcast_object(self, obj: Any, src: int = 0) -> Any:
+        return obj
+
+    def barrier(self) -> None:
+        pass
 
 
 Closure = Callable[[], torch.Tensor]

@@ -1,5 +1,7 @@
 """Curvature matrices of a network + loss as matrix-free linear operators.
 
+(About 620 lines: the operator and its four product back ends share one per-chunk contract.)
+
 For a model ``z_n = f(theta; x_n)`` (outputs ``z_n in R^C``) and a per-example loss
 ``l(z_n, t_n)`` the objective is the mean ``L(theta) = (1/N) sum_n l(f(theta; x_n), t_n)``.
 With ``J_n = dz_n / dtheta`` (``C x P``) and ``H_n = d^2 l / dz_n^2`` (``C x C``):
@@ -10,23 +12,15 @@ With ``J_n = dz_n / dtheta`` (``C x P``) and ``H_n = d^2 l / dz_n^2`` (``C x C``
 
 Every operator returns ``(C + (l2 + damping) I) v``: ``l2`` is the curvature of an L2
 term ``0.5 l2 |theta|^2`` in the objective and ``damping`` the Levenberg-Marquardt
-``lambda``.  ``H_n`` is applied analytically, never formed:
-
-* softmax cross-entropy (:attr:`LossKind.CROSS_ENTROPY`), ``p = softmax(z)``:
-  ``H u = p * u - p (p . u)``;
-* squared error ``0.5 |z - t|^2`` (:attr:`LossKind.MSE`): ``H u = u``;
-* logistic outputs + binary cross-entropy (:attr:`LossKind.BCE`), ``s = sigmoid(z)``:
-  ``H u = s (1 - s) * u``.
+``lambda``.  ``H_n`` is applied analytically, never formed
+(:func:`asr_hf.optim.losses.apply_output_hessian`).
 
 ``J v`` is forward mode and ``J^T u`` reverse mode.  Three back ends compute them:
 
-* ``sequential``: hand-written R-operator for ``nn.Sequential`` stacks of ``Linear``
-  and element-wise activations (Sigmoid, Tanh, ReLU, Identity).  The forward pass
+* ``sequential``: the hand-written R-operator of :mod:`asr_hf.optim.sequential` for
+  ``nn.Sequential`` stacks of ``Linear`` and element-wise activations.  The forward pass
   (activations ``a_l``, output Hessian factors) is cached per chunk, so each product
-  in a CG run costs only the R-forward ``R z_l = W_l R a_{l-1} + V_l a_{l-1} + v_{b,l}``,
-  ``R a_l = s'_l * R z_l`` and one backward pass; the derivatives ``s'_l`` are not
-  stored but recomputed from the activation in the same element-wise kernel
-  (``a (1 - a)`` sigmoid, ``1 - a^2`` tanh, ``[a > 0]`` ReLU); also block-diagonal
+  in a CG run costs only one R-forward and one backward pass; also block-diagonal
   products of all blocks in one batched pass;
 * ``func``: ``torch.func.jvp`` + ``torch.func.vjp`` over ``functional_call`` (any model);
 * ``double_backward``: the double-backward R-operator trick ``J v = d/du [(J^T u) . v]``
@@ -34,7 +28,9 @@ term ``0.5 l2 |theta|^2`` in the objective and ``damping`` the Levenberg-Marquar
 
 Products are sums over data chunks (so data larger than GPU memory is fine), summed
 over workers by a :class:`~asr_hf.optim.base.Reducer` and divided by the global count.
-Vectors are flat (``(P,)``) or tuples of per-parameter tensors (returned in kind).
+Vectors are flat (``(P,)``, :class:`~asr_hf.optim.layout.ParamLayout`) or tuples of
+per-parameter tensors (returned in kind).  Also here: the mean loss and gradient
+(:func:`loss_and_gradient`) and the summed loss (:func:`evaluate_loss`) over chunks.
 """
 
 from __future__ import annotations
@@ -42,17 +38,17 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional, Sequence
+from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from asr_hf.optim.base import ExampleSource, LocalReducer, LossKind, Reducer
+from asr_hf.optim.device import tf32_matmuls
+from asr_hf.optim.layout import BlockLayout, ParamLayout
+from asr_hf.optim.losses import apply_output_hessian, loss_output_grad, loss_sum, output_hessian_factor
+from asr_hf.optim.sequential import SequentialNet
 from asr_hf.optim.solvers import LinearOperator
-
-if TYPE_CHECKING:
-    from asr_hf.optim.block import BlockLayout
 
 logger = logging.getLogger(__name__)
 
@@ -61,71 +57,6 @@ Chunks = Iterable[tuple[Tensor, Tensor]]
 """A re-iterable collection of ``(inputs, targets)`` chunks (a list, or :class:`SourceChunks`)."""
 
 BACKENDS = ("auto", "sequential", "func", "double_backward")
-
-
-# ----------------------------------------------------------------------------- layout
-
-
-class ParamLayout:
-    """Flat-vector view of a list of named parameters (order = ``model.named_parameters()``).
-
-    Flat vectors have shape ``(P,)`` with ``P = sum(p.numel())``; parameter ``i``
-    occupies ``flat[offsets[i] : offsets[i] + numels[i]]``.
-    """
-
-    def __init__(self, named_params: Sequence[tuple[str, nn.Parameter]]) -> None:
-        if not named_params:
-            raise ValueError("no trainable parameters")
-        self.names = [n for n, _ in named_params]
-        self.params = [p for _, p in named_params]
-        self.shapes = [p.shape for p in self.params]
-        self.numels = [p.numel() for p in self.params]
-        self.offsets = [0]
-        for k in self.numels[:-1]:
-            self.offsets.append(self.offsets[-1] + k)
-        self.numel = sum(self.numels)
-        self.index = {id(p): i for i, p in enumerate(self.params)}
-
-    @classmethod
-    def from_module(cls, model: nn.Module) -> "ParamLayout":
-        return cls([(n, p) for n, p in model.named_parameters() if p.requires_grad])
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.params[0].dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.params[0].device
-
-    def flatten(self, tensors: Sequence[Tensor]) -> Tensor:
-        """Per-parameter tensors (shapes ``self.shapes``) -> flat ``(P,)``."""
-        return torch.cat([t.reshape(-1) for t in tensors])
-
-    def unflatten(self, flat: Tensor) -> list[Tensor]:
-        """Flat ``(P,)`` -> per-parameter views."""
-        return [flat[o : o + k].view(s) for o, k, s in zip(self.offsets, self.numels, self.shapes)]
-
-    def flatten_batched(self, tensors: Sequence[Tensor]) -> Tensor:
-        """Per-parameter ``(k, *shape)`` -> ``(P, k)``."""
-        k = tensors[0].shape[0]
-        return torch.cat([t.reshape(k, -1) for t in tensors], dim=1).T
-
-    def unflatten_batched(self, mat: Tensor) -> list[Tensor]:
-        """``(P, k)`` -> per-parameter ``(k, *shape)`` tensors."""
-        rows = mat.T
-        k = rows.shape[0]
-        return [rows[:, o : o + n].reshape(k, *s) for o, n, s in zip(self.offsets, self.numels, self.shapes)]
-
-    def get_flat(self) -> Tensor:
-        """A flat copy of the current parameter values."""
-        return torch.cat([p.detach().reshape(-1) for p in self.params])
-
-    @torch.no_grad()
-    def set_flat_(self, flat: Tensor) -> None:
-        """Copy ``flat`` into the parameters in place."""
-        for p, v in zip(self.params, self.unflatten(flat)):
-            p.copy_(v)
 
 
 # ----------------------------------------------------------------------------- data
@@ -145,360 +76,6 @@ class SourceChunks:
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         return iter(self.source.batches(self.indices, self.chunk_size))
-
-
-# ----------------------------------------------------------------------------- device settings
-
-CPU_CHUNK_SIZE = 4096
-"""Examples per chunk off CUDA (and the floor on CUDA)."""
-
-MAX_CHUNK_SIZE = 65536
-"""Largest automatic chunk: beyond it a chunk's matrix products are long past saturating
-a GPU and the only effect would be a larger working set."""
-
-
-def auto_chunk_size(
-    model: nn.Module,
-    device: torch.device | str,
-    *,
-    free_bytes: Optional[int] = None,
-    memory_fraction: float = 0.25,
-) -> int:
-    """Examples per forward/backward chunk for gradients, products and losses.
-
-    Off CUDA: :data:`CPU_CHUNK_SIZE`.  On CUDA: the largest power of two in
-    ``[CPU_CHUNK_SIZE, MAX_CHUNK_SIZE]`` whose working set fits in ``memory_fraction`` of
-    the free device memory (``torch.cuda.mem_get_info`` unless ``free_bytes`` is given).
-    The working set of one example is estimated as ``4 * sum_l (d_in,l + d_out,l)``
-    elements over the model's weight matrices: the chunk's forward cache (every layer's
-    input and the output Hessian factor) plus the R-forward / backward temporaries and
-    the derivative a product computes per layer.  (The curvature sample's forward cache,
-    kept across CG products, is separate: ``N_curv / chunk`` chunk caches.)
-
-    Args:
-        model: the network (its 2-D parameters' shapes and dtype are read).
-        device: where the products run.
-        free_bytes: free device memory (tests; default: queried).
-        memory_fraction: share of the free memory one chunk may use.
-    """
-    device = torch.device(device)
-    if device.type != "cuda":
-        return CPU_CHUNK_SIZE
-    params = [p for p in model.parameters() if p.requires_grad]
-    width = sum(int(p.shape[0]) + int(p.shape[1]) for p in params if p.dim() == 2)
-    if width == 0:
-        return CPU_CHUNK_SIZE
-    if free_bytes is None:
-        free_bytes, _ = torch.cuda.mem_get_info(device)
-    per_example = 4 * width * params[0].element_size()
-    fit = int(memory_fraction * free_bytes) // per_example
-    chunk = CPU_CHUNK_SIZE
-    while chunk * 2 <= min(fit, MAX_CHUNK_SIZE):
-        chunk *= 2
-    logger.info("chunk size %d (%.1f GB free on %s, ~%d bytes per example)", chunk, free_bytes / 1e9, device, per_example)
-    return chunk
-
-
-@contextlib.contextmanager
-def tf32_matmuls(enabled: bool, device: torch.device | str) -> Iterator[None]:
-    """Inside the block, CUDA float32 matrix products run in TF32 (``enabled``: tensor
-    cores, operands rounded to a 10-bit mantissa, float32 accumulation) or in full IEEE
-    float32 (not ``enabled``); the previous setting is restored afterwards.  A no-op off
-    CUDA.  Element-wise ops, reductions and level-1 BLAS (``torch.dot``: CG's inner
-    products) are never TF32.
-    """
-    if torch.device(device).type != "cuda":
-        yield
-        return
-    matmul = torch.backends.cuda.matmul
-    try:
-        old = matmul.fp32_precision
-        matmul.fp32_precision = "tf32" if enabled else "ieee"
-        restore = lambda: setattr(matmul, "fp32_precision", old)  # noqa: E731
-    except (AttributeError, RuntimeError):  # older torch, or the legacy API in use
-        old_flag = matmul.allow_tf32
-        matmul.allow_tf32 = bool(enabled)
-        restore = lambda: setattr(matmul, "allow_tf32", old_flag)  # noqa: E731
-    try:
-        yield
-    finally:
-        restore()
-
-
-# ----------------------------------------------------------------------------- losses
-
-
-def loss_sum(z: Tensor, t: Tensor, kind: LossKind) -> Tensor:
-    """``sum_n l(z_n, t_n)`` for outputs ``z`` ``(N, C)`` (a scalar)."""
-    if kind == LossKind.CROSS_ENTROPY:
-        return F.cross_entropy(z, t, reduction="sum")
-    if kind == LossKind.MSE:
-        return 0.5 * (z - t).pow(2).sum()
-    if kind == LossKind.BCE:
-        return F.binary_cross_entropy_with_logits(z, t.to(z.dtype), reduction="sum")
-    raise ValueError(f"unknown loss kind {kind!r}")
-
-
-def loss_output_grad(z: Tensor, t: Tensor, kind: LossKind) -> Tensor:
-    """``dl(z_n, t_n)/dz_n`` for every example, shape ``(N, C)``."""
-    if kind == LossKind.CROSS_ENTROPY:
-        g = torch.softmax(z, dim=-1)
-        g[torch.arange(z.shape[0], device=z.device), t] -= 1.0
-        return g
-    if kind == LossKind.MSE:
-        return z - t
-    if kind == LossKind.BCE:
-        return torch.sigmoid(z) - t.to(z.dtype)
-    raise ValueError(f"unknown loss kind {kind!r}")
-
-
-def output_hessian_factor(z: Tensor, kind: LossKind) -> Optional[Tensor]:
-    """What :func:`apply_output_hessian` needs: ``p = softmax(z)`` (CE), ``s (1 - s)``
-    (BCE) or nothing (MSE), shape ``(N, C)``."""
-    z = z.detach()
-    if kind == LossKind.CROSS_ENTROPY:
-        return torch.softmax(z, dim=-1)
-    if kind == LossKind.BCE:
-        s = torch.sigmoid(z)
-        return s * (1.0 - s)
-    if kind == LossKind.MSE:
-        return None
-    raise ValueError(f"unknown loss kind {kind!r}")
-
-
-def apply_output_hessian(kind: LossKind, factor: Optional[Tensor], u: Tensor) -> Tensor:
-    """``H_n u_n`` for every example without forming ``H_n``.
-
-    Args:
-        kind: the loss.
-        factor: from :func:`output_hessian_factor`, ``(N, C)``.
-        u: ``(..., N, C)`` (leading batch dimensions broadcast against ``factor``).
-    """
-    if kind == LossKind.CROSS_ENTROPY:
-        pu = factor * u
-        return pu - factor * pu.sum(dim=-1, keepdim=True)
-    if kind == LossKind.BCE:
-        return factor * u
-    return u
-
-
-# ----------------------------------------------------------------------------- sequential fast path
-
-_ACTIVATIONS = {nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.ReLU: "relu"}
-
-
-def _apply_act(act: str, a: Tensor) -> Tensor:
-    if act == "sigmoid":
-        return torch.sigmoid(a)
-    if act == "tanh":
-        return torch.tanh(a)
-    return torch.relu(a)
-
-
-def _act_backward(act: str, r: Tensor, a: Tensor) -> Tensor:
-    """``r * s'(z)`` from the activation's *output* ``a = s(z)``, one fused kernel:
-    sigmoid ``r a (1 - a)``, tanh ``r (1 - a^2)``, ReLU ``r [a > 0]`` (``a > 0`` iff
-    ``z > 0``).  ``r`` ``(..., N, d)`` broadcasts against ``a`` ``(N, d)``."""
-    if act == "sigmoid":
-        return torch.ops.aten.sigmoid_backward(r, a)
-    if act == "tanh":
-        return torch.ops.aten.tanh_backward(r, a)
-    return torch.ops.aten.threshold_backward(r, a, 0)
-
-
-@dataclass
-class _Op:
-    linear: Optional[nn.Linear]  # a Linear layer, or None for an activation
-    act: str = ""
-    w: int = -1  # layout index of the weight
-    b: int = -1  # layout index of the bias (-1: no bias)
-
-
-class SequentialNet:
-    """An ``nn.Sequential`` of ``Linear`` and element-wise activations, with hand-written
-    forward, R-forward (``J v``) and backward (``J^T u``) passes.
-
-    The forward cache of a chunk is a list with, per op, the layer input ``a_{l-1}``
-    (``(N, d_in)``) for a Linear and the activation's output ``a_l = s(z_l)``
-    (``(N, d)``) for an activation.  The two are the same tensor when an activation
-    feeds a Linear, so the cache holds each activation once (plus the network input);
-    the derivative ``s'(z_l)`` is recomputed from ``a_l`` where it is applied
-    (:func:`_act_backward`), which costs no extra pass over memory.
-    """
-
-    def __init__(self, ops: list[_Op]) -> None:
-        self.ops = ops
-        self.linear_pos = [i for i, op in enumerate(ops) if op.linear is not None]
-
-    @classmethod
-    def parse(cls, model: nn.Module, layout: ParamLayout) -> Optional["SequentialNet"]:
-        """The fast-path view of ``model``, or ``None`` if it is not such a stack (or has
-        parameters outside its Linear layers, frozen Linear parameters, or buffers)."""
-        if not isinstance(model, nn.Sequential):
-            return None
-        if any(True for _ in model.buffers()):
-            return None
-        flat: list[nn.Module] = []
-        stack = list(model)
-        while stack:
-            m = stack.pop(0)
-            if isinstance(m, nn.Sequential):
-                stack = list(m) + stack
-            else:
-                flat.append(m)
-        ops: list[_Op] = []
-        covered = 0
-        for m in flat:
-            if isinstance(m, nn.Linear):
-                if m.weight.requires_grad is False or (m.bias is not None and not m.bias.requires_grad):
-                    return None
-                w = layout.index.get(id(m.weight), -1)
-                b = layout.index.get(id(m.bias), -1) if m.bias is not None else -1
-                if w < 0 or (m.bias is not None and b < 0):
-                    return None
-                covered += 1 + (m.bias is not None)
-                ops.append(_Op(m, w=w, b=b))
-            elif isinstance(m, nn.Identity):
-                continue
-            elif type(m) in _ACTIVATIONS:
-                ops.append(_Op(None, act=_ACTIVATIONS[type(m)]))
-            else:
-                return None
-        if covered != len(layout.params) or not any(op.linear is not None for op in ops):
-            return None
-        return cls(ops)
-
-    # -- passes ---------------------------------------------------------------
-    def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
-        """``z = f(x)`` and the cache for R-forward / backward passes."""
-        cache: list[Tensor] = []
-        a = x
-        with torch.no_grad():
-            for op in self.ops:
-                if op.linear is not None:
-                    cache.append(a)
-                    a = F.linear(a, op.linear.weight, op.linear.bias)
-                else:
-                    a = _apply_act(op.act, a)
-                    cache.append(a)  # the next Linear's input: the same tensor, stored once
-        return a, cache
-
-    def rop(self, cache: list[Tensor], tangents: Sequence[Tensor]) -> Tensor:
-        """``J v``: the R-forward pass, ``(..., N, C)`` for tangents with leading dims ``...``."""
-        r: Optional[Tensor] = None
-        with torch.no_grad():
-            for op, c in zip(self.ops, cache):
-                if op.linear is None:
-                    if r is not None:
-                        r = _act_backward(op.act, r, c)
-                    continue
-                vw = tangents[op.w]
-                if vw.dim() == 2:
-                    t = F.linear(c, vw, tangents[op.b] if op.b >= 0 else None)
-                    r = t if r is None else t.addmm_(r, op.linear.weight.T)
-                else:  # batched tangents (k, dout, din)
-                    t = torch.matmul(c, vw.transpose(-1, -2))
-                    if op.b >= 0:
-                        t = t + tangents[op.b].unsqueeze(-2)
-                    r = t if r is None else t + torch.matmul(r, op.linear.weight.T)
-        assert r is not None
-        return r
-
-    def backward(
-        self, cache: list[Tensor], delta: Tensor, num_params: int, square: bool = False
-    ) -> tuple[list[Optional[Tensor]], list[Optional[Tensor]]]:
-        """``J^T delta`` per parameter (leading dims of ``delta`` kept) and, if ``square``,
-        ``sum_n (J_n^T delta_n)^2`` (per-example squared gradients; ``delta`` 2-D)."""
-        grads: list[Optional[Tensor]] = [None] * num_params
-        sq: list[Optional[Tensor]] = [None] * num_params
-        first = self.linear_pos[0]
-        with torch.no_grad():
-            for pos in range(len(self.ops) - 1, first - 1, -1):
-                op, c = self.ops[pos], cache[pos]
-                if op.linear is None:
-                    delta = _act_backward(op.act, delta, c)
-                    continue
-                grads[op.w] = torch.matmul(delta.transpose(-1, -2), c)
-                if op.b >= 0:
-                    grads[op.b] = delta.sum(dim=-2)
-                if square:
-                    d2 = delta * delta
-                    sq[op.w] = d2.T @ (c * c)
-                    if op.b >= 0:
-                        sq[op.b] = d2.sum(dim=0)
-                if pos > first:
-                    delta = torch.matmul(delta, op.linear.weight)
-        return grads, sq
-
-    def block_products(
-        self,
-        cache: list[Tensor],
-        tangents: Sequence[Tensor],
-        block_of_param: Sequence[int],
-        num_blocks: int,
-        kind: LossKind,
-        factor: Optional[Tensor],
-    ) -> list[Tensor]:
-        """``sum_n J_{n,b}^T H_n J_{n,b} v_b`` for every block ``b`` in one batched pass.
-
-        Block ``b``'s tangent enters at its first Linear layer ``s_b``; the R-forward
-        carries a stack ``(k, N, d)`` of the ``k`` blocks that have entered so far and
-        the backward pass drops block ``b`` below ``s_b``.  Cost: one matrix product per
-        (block, layer above the block's first layer) in each direction, instead of
-        ``B`` full forward+backward passes.
-
-        Returns:
-            per-parameter products (the parameter's own block's product).
-        """
-        # Blocks ordered by the linear op where they enter.
-        start = {}
-        for li, pos in enumerate(self.linear_pos):
-            op = self.ops[pos]
-            for p in (op.w, op.b):
-                if p >= 0:
-                    start.setdefault(block_of_param[p], li)
-        order = sorted(start, key=lambda blk: start[blk])
-        slot = {blk: s for s, blk in enumerate(order)}
-        entered_upto = [sum(1 for blk in order if start[blk] <= li) for li in range(len(self.linear_pos))]
-        out: list[Optional[Tensor]] = [None] * len(tangents)
-        with torch.no_grad():
-            r: Optional[Tensor] = None
-            li = -1
-            for op, c in zip(self.ops, cache):
-                if op.linear is None:
-                    if r is not None:
-                        r = _act_backward(op.act, r, c)
-                    continue
-                li += 1
-                k = entered_upto[li]
-                new = torch.matmul(r, op.linear.weight.T) if r is not None else None
-                k_prev = 0 if new is None else new.shape[0]
-                if k > k_prev:
-                    extra = c.new_zeros(k - k_prev, c.shape[0], op.linear.out_features)
-                    new = extra if new is None else torch.cat([new, extra])
-                assert new is not None
-                new[slot[block_of_param[op.w]]].addmm_(c, tangents[op.w].T)
-                if op.b >= 0:
-                    new[slot[block_of_param[op.b]]].add_(tangents[op.b])
-                r = new
-            assert r is not None
-            delta = apply_output_hessian(kind, factor, r)
-            for apos in range(len(self.ops) - 1, self.linear_pos[-1], -1):  # trailing activations
-                delta = _act_backward(self.ops[apos].act, delta, cache[apos])
-            for li in range(len(self.linear_pos) - 1, -1, -1):
-                pos = self.linear_pos[li]
-                # activations between this linear and the next one up were applied already
-                op, c = self.ops[pos], cache[pos]
-                out[op.w] = delta[slot[block_of_param[op.w]]].T @ c
-                if op.b >= 0:
-                    out[op.b] = delta[slot[block_of_param[op.b]]].sum(dim=0)
-                k_below = entered_upto[li - 1] if li > 0 else 0
-                if k_below == 0:
-                    break
-                delta = torch.matmul(delta[:k_below], op.linear.weight)
-                for apos in range(pos - 1, self.linear_pos[li - 1], -1):
-                    delta = _act_backward(self.ops[apos].act, delta, cache[apos])
-        return [t if t is not None else torch.zeros_like(v) for t, v in zip(out, tangents)]
 
 
 # ----------------------------------------------------------------------------- back ends
@@ -717,7 +294,7 @@ class CurvatureOperator(LinearOperator):
         l2: float = 0.0,
         reducer: Optional[Reducer] = None,
         cache: bool = True,
-        blocks: Optional["BlockLayout"] = None,
+        blocks: Optional[BlockLayout] = None,
     ) -> None:
         self.backend = backend
         self.layout = backend.layout

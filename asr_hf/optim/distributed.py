@@ -5,8 +5,10 @@ The optimizers never talk to :mod:`torch.distributed` directly: they sum through
 the data view that makes a sharded run equal a single-process run over the union:
 
 * :class:`DistReducer` sums (``all_reduce``), gathers and broadcasts over a process
-  group and keeps the seconds and bytes spent in collectives, so a run can report its
-  communication share.
+  group (tensors, and picklable objects for the trainer's checkpoints, plus a barrier)
+  and keeps the seconds and bytes spent in tensor collectives, so a run can report its
+  communication share; :func:`wrap_data_parallel` and :func:`shutdown` are the rest of
+  what the trainer needs, so :mod:`asr_hf.nnet` never imports :mod:`torch.distributed`.
 * :class:`ShardedSource` puts a rank's local shard of a data set at its offset in the
   *global* index space.  Every rank runs the same sampler (same seed) over the global
   size, so all ranks draw the same gradient / curvature / held-out index sets; each
@@ -26,7 +28,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 import torch.distributed as dist
@@ -154,8 +156,38 @@ class DistReducer:
             tensor.copy_(buf)
         return tensor
 
+    def all_gather_object(self, obj: Any) -> list[Any]:
+        """Every rank's picklable ``obj``, in rank order (not timed: bookkeeping, not data)."""
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj, group=self.group)
+        return out
+
+    def broadcast_object(self, obj: Any, src: int = 0) -> Any:
+        """Rank ``src``'s picklable ``obj`` on every rank."""
+        box = [obj]
+        dist.broadcast_object_list(box, src=src, group=self.group)
+        return box[0]
+
+    def barrier(self) -> None:
+        """Return once every rank of the group has called it."""
+        dist.barrier(group=self.group)
+
     def stats(self) -> dict[str, float]:
         return {"comm_seconds": self.comm_seconds, "comm_bytes": float(self.comm_bytes), "comm_calls": float(self.calls)}
+
+
+def shutdown() -> None:
+    """Leave the default process group (after a torchrun job's last collective)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def wrap_data_parallel(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``model`` in :class:`~torch.nn.parallel.DistributedDataParallel` (gradients averaged
+    over the ranks in backward; buffers are not broadcast: they hold fixed statistics)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None, broadcast_buffers=False)
 
 
 def shard_range(n: int, world_size: int, rank: int) -> tuple[int, int]:

@@ -86,7 +86,7 @@ def _pair(value: Sequence[float] | Iterable[float]) -> tuple[float, float]:
     return float(a), float(b)
 
 
-@register_optimizer("sgd", kind=OptimizerKind.MINIBATCH, data_parallel="ddp")
+@register_optimizer("sgd", kind=OptimizerKind.MINIBATCH, data_parallel="ddp", bf16_safe=True, newbob=True)
 def build_sgd(
     model: nn.Module,
     loss_kind: LossKind,
@@ -102,7 +102,7 @@ def build_sgd(
     )
 
 
-@register_optimizer("adam", kind=OptimizerKind.MINIBATCH, data_parallel="ddp")
+@register_optimizer("adam", kind=OptimizerKind.MINIBATCH, data_parallel="ddp", bf16_safe=True)
 def build_adam(
     model: nn.Module,
     loss_kind: LossKind,
@@ -116,7 +116,7 @@ def build_adam(
     return Adam(_params(model), lr=lr, betas=_pair(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
 
 
-@register_optimizer("adamw", kind=OptimizerKind.MINIBATCH, data_parallel="ddp")
+@register_optimizer("adamw", kind=OptimizerKind.MINIBATCH, data_parallel="ddp", bf16_safe=True)
 def build_adamw(
     model: nn.Module,
     loss_kind: LossKind,
@@ -130,7 +130,7 @@ def build_adamw(
     return AdamW(_params(model), lr=lr, betas=_pair(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
 
 
-@register_optimizer("rmsprop", kind=OptimizerKind.MINIBATCH, data_parallel="ddp")
+@register_optimizer("rmsprop", kind=OptimizerKind.MINIBATCH, data_parallel="ddp", bf16_safe=True)
 def build_rmsprop(
     model: nn.Module,
     loss_kind: LossKind,

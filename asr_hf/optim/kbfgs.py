@@ -24,11 +24,11 @@ the weight-decayed gradient matrix, ``(d_out, d_a)``).  One step on a minibatch:
    ``s = hbar' - hbar``, ``y = gbar' - gbar`` (``d_out``), optionally smoothed by a moving
    average with ``sy_decay`` (the authors' code uses 0.9; BFGS and both damping tests are
    invariant to a common scale of ``s`` and ``y``).
-5. Double damping (:func:`asr_hf.optim.kron.double_damping`): Powell on ``H_G`` with
+5. Double damping (:func:`asr_hf.optim.kron_factors.double_damping`): Powell on ``H_G`` with
    ``mu1 = 0.2``, then Levenberg-Marquardt with ``mu2 = sqrt(lambda)``, by default in the
    authors' form (``lm_damping="powell"``: ``y`` is mixed toward ``s~`` only when
    ``s~.y / s~.s~ < mu2``); the damped pair satisfies ``s~.y~ >= mu2 |s~|^2 > 0``.
-6. Pair test (:func:`asr_hf.optim.kron.pair_accepted`), by default the authors'
+6. Pair test (:func:`asr_hf.optim.kron_factors.pair_accepted`), by default the authors'
    (``pair_test="authors"``): ``H_G`` takes the pair only if ``s~.y~ > 1e-4 (s~.s~) |gbar|``
    (``gbar`` of the first pass, not smoothed), ``H_A`` its Hessian-action pair only if
    ``s_A.y_A > 1e-4 (s_A.s_A) |abar|``; ``pair_test="relative"``: ``s.y > 1e-12 |s| |y|``.
@@ -59,20 +59,17 @@ import torch
 from torch import nn
 
 from asr_hf.optim.base import Closure, LossKind, OptimizerKind
-from asr_hf.optim.kron import (
-    CaptureSpec,
-    KronLayer,
-    KroneckerOptimizer,
+from asr_hf.optim.kron import CaptureSpec, KronLayer, KroneckerOptimizer, iter_layers_with_stats
+from asr_hf.optim.kron_factors import (
     LMDamping,
     PairTest,
     damped_inverse,
     double_damping,
-    ema_,
-    iter_layers_with_stats,
     pair_accepted,
     warmup_decay,
 )
 from asr_hf.optim.lbfgs import LBFGSMemory
+from asr_hf.optim.momentum import ema_
 from asr_hf.optim.registry import register_optimizer
 
 logger = logging.getLogger(__name__)
@@ -103,7 +100,7 @@ def bfgs_inverse_update(
         s, y: ``(n,)``.
         min_curvature: the relative curvature test's constant (0: ``s.y > 0``).
         accept: optional 0-d bool tensor from a caller's own pair test
-            (:func:`~asr_hf.optim.kron.pair_accepted`).
+            (:func:`~asr_hf.optim.kron_factors.pair_accepted`).
 
     Returns:
         ``(H+, accepted)`` with ``accepted`` a 0-d bool tensor (no host synchronisation).
@@ -143,9 +140,9 @@ class KBFGS(KroneckerOptimizer):
         lm_mu: LM damping ``mu2`` of the ``G`` pair (default ``sqrt(lambda)``).
         lm_damping: ``"powell"`` (default; the authors' rule: ``y`` mixed toward ``s~`` only
             when ``s~.y / s~.s~ < mu2``) or ``"additive"`` (``y + mu2 s~`` on every pair);
-            see :func:`~asr_hf.optim.kron.double_damping`.
+            see :func:`~asr_hf.optim.kron_factors.double_damping`.
         pair_test: ``"authors"`` (default; ``s.y > 1e-4 (s.s) |g|``) or ``"relative"``
-            (``s.y > 1e-12 |s| |y|``); see :func:`~asr_hf.optim.kron.pair_accepted`.
+            (``s.y > 1e-12 |s| |y|``); see :func:`~asr_hf.optim.kron_factors.pair_accepted`.
         a_damping: ``mu_A`` added to ``A`` before inverting (default ``sqrt(lambda)``).
         a_inverse: ``"bfgs"`` (Hessian-action BFGS, the paper) or ``"exact"``.
         a_inv_every: refresh period of the exact ``H_A``.
@@ -218,6 +215,14 @@ class KBFGS(KroneckerOptimizer):
         state["HG"], ok = bfgs_inverse_update(state["HG"], s, y, min_curvature=0.0, accept=accept)
         return ok
 
+    def precondition(self, layer: KronLayer, m: torch.Tensor) -> torch.Tensor:
+        """``H_G m H_A`` (``H_G`` alone before the layer's first ``A``)."""
+        direction = self.hg_apply(layer, m)
+        state = self.layer_state(layer)
+        if "HA" in state:
+            direction = direction @ state["HA"]
+        return direction
+
     def hg_dense(self, layer: KronLayer) -> torch.Tensor:
         """The explicit ``H_G`` (``d_out x d_out``; for tests and inspection)."""
         eye = torch.eye(layer.d_out, device=layer.weight.device, dtype=layer.weight.dtype)
@@ -263,9 +268,7 @@ class KBFGS(KroneckerOptimizer):
                     before[layer.name] = (st.mean("a_sum"), st.mean("h_sum"), st.mean("g_sum"))
             m, sq = self.momentum_gradient(layer)
             grad_sq += sq
-            direction = self.hg_apply(layer, m)
-            if "HA" in state:
-                direction = direction @ state["HA"]
+            direction = self.precondition(layer, m)
             layer.add_(direction, alpha=-lr)
             upd_sq += direction.pow(2).sum()
         extra_grad_sq, extra_upd_sq = self.step_untracked(lr)

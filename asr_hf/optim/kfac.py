@@ -33,15 +33,9 @@ import torch
 from torch import nn
 
 from asr_hf.optim.base import Closure, LossKind, OptimizerKind
-from asr_hf.optim.kron import (
-    CaptureSpec,
-    KroneckerOptimizer,
-    damped_inverse,
-    ema_,
-    iter_layers_with_stats,
-    pi_split,
-    warmup_decay,
-)
+from asr_hf.optim.kron import CaptureSpec, KronLayer, KroneckerOptimizer, iter_layers_with_stats
+from asr_hf.optim.kron_factors import damped_inverse, pi_split, warmup_decay
+from asr_hf.optim.momentum import ema_
 from asr_hf.optim.registry import register_optimizer
 
 logger = logging.getLogger(__name__)
@@ -122,6 +116,14 @@ class KFAC(KroneckerOptimizer):
         super()._load_extra_state(extra)
         self._factor_updates = int(extra["factor_updates"])
 
+    def precondition(self, layer: KronLayer, m: torch.Tensor) -> torch.Tensor:
+        """``H_G m H_A`` with the damped inverses of the last refresh; ``m`` itself while the
+        layer has no factors yet (not seen by a forward pass)."""
+        state = self.layer_state(layer)
+        if "HA" not in state:
+            return m
+        return state["HG"] @ m @ state["HA"]
+
     @torch.no_grad()
     def step(self, closure: Optional[Closure] = None) -> torch.Tensor:  # type: ignore[override]
         """One KFAC step on the closure's minibatch; returns the closure's loss."""
@@ -162,11 +164,8 @@ class KFAC(KroneckerOptimizer):
                 state["HG"] = damped_inverse(state["G"], dg)
             m, sq = self.momentum_gradient(layer)
             grad_sq += sq
-            if "HA" in state:
-                direction = state["HG"] @ m @ state["HA"]
-            else:  # the layer has not been seen by a forward pass yet
-                direction = m
-                unprec += 1
+            direction = self.precondition(layer, m)
+            unprec += "HA" not in state
             layer.add_(direction, alpha=-lr)
             upd_sq += direction.pow(2).sum()
         extra_grad_sq, extra_upd_sq = self.step_untracked(lr)

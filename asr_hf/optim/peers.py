@@ -102,7 +102,7 @@ def _build(name: str, cls_name: str, model: nn.Module, compile: bool, **kwargs: 
     return cls(_params(model), **kwargs)
 
 
-@register_optimizer("soap", kind=OptimizerKind.MINIBATCH, data_parallel="ddp")
+@register_optimizer("soap", kind=OptimizerKind.MINIBATCH, data_parallel="ddp", bf16_safe=True)
 def build_soap(
     model: nn.Module,
     loss_kind: LossKind,
@@ -134,7 +134,7 @@ def build_soap(
     )  # fmt: skip
 
 
-@register_optimizer("shampoo", kind=OptimizerKind.MINIBATCH, data_parallel="ddp")
+@register_optimizer("shampoo", kind=OptimizerKind.MINIBATCH, data_parallel="ddp", bf16_safe=True)
 def build_shampoo(
     model: nn.Module,
     loss_kind: LossKind,
@@ -166,7 +166,7 @@ def build_shampoo(
     )  # fmt: skip
 
 
-@register_optimizer("psgd", kind=OptimizerKind.MINIBATCH, data_parallel="ddp")
+@register_optimizer("psgd", kind=OptimizerKind.MINIBATCH, data_parallel="ddp", bf16_safe=True)
 def build_psgd(
     model: nn.Module,
     loss_kind: LossKind,

@@ -2,14 +2,22 @@
 
 Usage::
 
-    @register_optimizer("hf", kind=OptimizerKind.SAMPLED)
-    def build_hf(model, loss_kind, **cfg): ...
+    @register_optimizer("hf", kind=OptimizerKind.SAMPLED, data_parallel="reducer", options_from=(HFConfig,))
+    def build_hf(model, loss_kind, *, reducer=None, **options): ...
 
-    opt = build_optimizer("hf", model, LossKind.CROSS_ENTROPY, **cfg)
+    opt = build_optimizer("hf", model, LossKind.CROSS_ENTROPY, reducer=reducer, **options)
+
+Each entry declares what the trainer needs to know about the optimizer (its kind, how it
+runs data-parallel, whether bfloat16 autocast is safe, whether it follows the trainer's
+newbob learning-rate schedule, whether it wants the bare ``nn.Sequential`` network) and
+its options: :func:`optimizer_options` lists them (name, default, type) and
+:func:`options_class` turns them into a dataclass, the typed schema of
+``optim.options`` (:func:`asr_hf.nnet.config.compose`).
 """
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import difflib
 import enum
@@ -17,11 +25,11 @@ import inspect
 import types
 import typing
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 
-from asr_hf.optim.base import LossKind, OptimizerKind
+from asr_hf.optim.base import LossKind, OptimizerKind, Reducer
 
 Factory = Callable[..., Any]
 
@@ -37,14 +45,38 @@ DATA_PARALLEL_MODES = ("ddp", "reducer", "none")
 
 @dataclass(frozen=True)
 class RegisteredOptimizer:
+    """One registered optimizer.
+
+    Attributes:
+        name: the registry (and ``optim.name``) name.
+        kind: minibatch or sampled (:class:`~asr_hf.optim.base.OptimizerKind`).
+        factory: ``factory(model, loss_kind, [reducer=...,] **options)``.
+        help: one line for listings.
+        data_parallel: one of :data:`DATA_PARALLEL_MODES`; ``"reducer"`` factories get
+            ``reducer=`` from :func:`build_optimizer`.
+        options_from: where a factory taking ``**options`` gets them from (dataclasses or
+            callables whose keyword parameters are the options), so a misspelt option is
+            caught by name.
+        preset: options this name fixes before the user's (e.g. ``hf_diag``'s
+            ``preconditioner="diagonal"``); they are also its schema's defaults.
+        bf16_safe: the update needs only the gradient, so bfloat16 autocast of the
+            forward/backward pass is safe (curvature statistics and CG need float32).
+        newbob: driven by the trainer's newbob learning-rate schedule (Kaldi nnet1), not
+            by ``trainer.convergence``.
+        bare_net: wants the model's bare ``nn.Sequential`` (the sequential curvature fast
+            path) with inputs normalised by the data source, instead of the full model.
+    """
+
     name: str
     kind: OptimizerKind
     factory: Factory
     help: str
     data_parallel: str = "none"
-    #: where a factory taking ``**options`` gets them from (dataclasses or callables whose
-    #: keyword parameters are the options), so a misspelt option is caught by name
     options_from: tuple[Any, ...] = ()
+    preset: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    bf16_safe: bool = False
+    newbob: bool = False
+    bare_net: bool = False
 
 
 #: keyword parameters that the trainer or the factory supply, never the user
@@ -54,11 +86,20 @@ _REGISTRY: dict[str, RegisteredOptimizer] = {}
 
 
 def register_optimizer(
-    name: str, kind: OptimizerKind, help: str = "", data_parallel: str = "none", options_from: Sequence[Any] = ()
+    name: str,
+    kind: OptimizerKind,
+    help: str = "",
+    data_parallel: str = "none",
+    options_from: Sequence[Any] = (),
+    *,
+    preset: Optional[Mapping[str, Any]] = None,
+    bf16_safe: bool = False,
+    newbob: bool = False,
+    bare_net: bool = False,
 ) -> Callable[[Factory], Factory]:
     """Decorator registering ``factory(model, loss_kind, **options)`` under ``name``.
 
-    ``data_parallel`` is one of :data:`DATA_PARALLEL_MODES`.  A factory that takes
+    The arguments are the fields of :class:`RegisteredOptimizer`.  A factory that takes
     ``**options`` names in ``options_from`` the dataclass(es) or callable(s) that consume
     them (e.g. ``HFConfig``), so :func:`optimizer_options` can list the valid keys.
     """
@@ -69,7 +110,10 @@ def register_optimizer(
         if name in _REGISTRY:
             raise ValueError(f"optimizer {name!r} registered twice")
         doc = help or (factory.__doc__ or "").strip()
-        _REGISTRY[name] = RegisteredOptimizer(name, kind, factory, doc, data_parallel, tuple(options_from))
+        _REGISTRY[name] = RegisteredOptimizer(
+            name, kind, factory, doc, data_parallel, tuple(options_from), dict(preset or {}),
+            bf16_safe=bf16_safe, newbob=newbob, bare_net=bare_net,
+        )  # fmt: skip
         return factory
 
     return deco
@@ -89,9 +133,29 @@ def optimizer_info(name: str) -> RegisteredOptimizer:
     return _lookup(name)
 
 
-def build_optimizer(name: str, model: torch.nn.Module, loss_kind: LossKind, **options: Any) -> Any:
-    """Build the optimizer registered as ``name`` for ``model``."""
-    return _lookup(name).factory(model, LossKind(loss_kind), **options)
+def build_optimizer(
+    name: str, model: torch.nn.Module, loss_kind: LossKind, *, reducer: Optional[Reducer] = None, **options: Any
+) -> Any:
+    """Build the optimizer registered as ``name`` for ``model``.
+
+    Args:
+        name: a registered name.
+        model: the parameters to optimize (and, for curvature methods, the network).
+        loss_kind: the output/loss pair.
+        reducer: the data-parallel workers' collectives, handed to ``"reducer"``
+            optimizers (``None``: one process); other optimizers take none.
+        **options: the optimizer's options (over the entry's ``preset``).
+
+    Raises:
+        ValueError: a reducer over several workers for an optimizer that takes none.
+    """
+    entry = _lookup(name)
+    kwargs = {**entry.preset, **options}
+    if entry.data_parallel == "reducer":
+        return entry.factory(model, LossKind(loss_kind), reducer=reducer, **kwargs)
+    if reducer is not None and reducer.world_size > 1:
+        raise ValueError(f"optimizer {name!r} does not reduce over workers itself (data_parallel={entry.data_parallel})")
+    return entry.factory(model, LossKind(loss_kind), **kwargs)
 
 
 @dataclass(frozen=True)
@@ -123,7 +187,80 @@ def optimizer_options(name: str) -> Optional[dict[str, OptionSpec]]:
                 for p in inspect.signature(source).parameters.values():
                     if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
                         specs.setdefault(p.name, OptionSpec(p.name, p.default, _hint(source, p)))
-    return {k: v for k, v in specs.items() if k not in INTERNAL_OPTIONS}
+    return {
+        k: dataclasses.replace(v, default=entry.preset[k]) if k in entry.preset else v
+        for k, v in specs.items()
+        if k not in INTERNAL_OPTIONS
+    }
+
+
+def options_class(name: str) -> Optional[type]:
+    """The options of ``name`` as a dataclass (``None`` where they are not declared): one
+    field per :func:`optimizer_options` entry, defaults included (the entry's preset
+    over the optimizer's own), typed so that OmegaConf can hold it.
+
+    OmegaConf types: enums are plain strings holding the enum's value (OmegaConf would
+    accept only member names; the registry's value check knows the values), sequences
+    are lists; numbers (``float`` options) and annotations OmegaConf cannot hold
+    (callables, unions of other types) are ``Any``, checked by
+    :func:`check_optimizer_options` instead: OmegaConf would turn an integer ``0`` into
+    ``0.0``, and the optimizers' own messages echo the value as the user wrote it.
+    """
+    specs = optimizer_options(name)
+    if specs is None:
+        return None
+    fields = []
+    for spec in specs.values():
+        ann = _schema_type(spec.annotation, spec.default)
+        default = spec.default
+        if isinstance(default, enum.Enum):
+            default = default.value
+        if default is inspect.Parameter.empty:
+            fields.append((spec.name, ann))
+        elif isinstance(default, (list, tuple, dict)):
+            fields.append((spec.name, ann, dataclasses.field(default_factory=_copier(default))))
+        else:
+            fields.append((spec.name, ann, dataclasses.field(default=default)))
+    fields.sort(key=lambda f: len(f) == 2, reverse=True)  # required ones (none here) first
+    camel = "".join(part.capitalize() for part in name.split("_"))
+    cls = dataclasses.make_dataclass(f"{camel}Options", fields)
+    cls.__doc__ = f"Options of optimizer {name!r} (derived from its registry entry)."
+    cls.__module__ = __name__
+    return cls
+
+
+def _copier(value: Any) -> Callable[[], Any]:
+    if isinstance(value, dict):
+        return lambda: dict(value)
+    return lambda: list(value)
+
+
+_SCALARS = (bool, int, float, str)
+
+
+def _schema_type(ann: Any, default: Any) -> Any:
+    """An OmegaConf-compatible annotation for an option (see :func:`options_class`)."""
+    if ann is inspect.Parameter.empty:
+        ann = type(default) if type(default) in _SCALARS or isinstance(default, enum.Enum) else Any
+    origin = typing.get_origin(ann)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(ann) if a is not type(None)]
+        optional = len(args) < len(typing.get_args(ann)) or default is None
+        enums = [a for a in args if inspect.isclass(a) and issubclass(a, enum.Enum)]
+        inner = _schema_type(enums[0] if enums else args[0], default) if len(args) == 1 or enums else Any
+        return Optional[inner] if optional and inner is not Any else inner
+    if inspect.isclass(ann) and issubclass(ann, enum.Enum):
+        return Optional[str] if default is None else str
+    if ann is float:
+        return Any
+    if ann in _SCALARS:
+        return Optional[ann] if default is None else ann
+    if origin in (list, tuple, collections.abc.Sequence, typing.Sequence) or ann in (list, tuple):
+        args = typing.get_args(ann)
+        item = _schema_type(args[0], None) if args and args[0] is not Ellipsis else Any
+        item = typing.get_args(item)[0] if typing.get_origin(item) is typing.Union else item
+        return Optional[list[item]] if default is None else list[item]
+    return Any
 
 
 def check_optimizer_options(name: str, options: dict[str, Any]) -> None:
@@ -138,7 +275,7 @@ def check_optimizer_options(name: str, options: dict[str, Any]) -> None:
         raise DataError("optim.name", f"unknown optimizer {name!r}; registered: {', '.join(sorted(_REGISTRY))}") from None
     if specs is None:
         return
-    unknown = sorted(set(options) - set(specs) - {"reducer"})
+    unknown = sorted(set(options) - set(specs))
     if unknown:
         hints = [m for k in unknown for m in difflib.get_close_matches(k, specs, n=1)]
         guess = f" (did you mean {', '.join(hints)}?)" if hints else ""

@@ -62,6 +62,27 @@ def test_every_shipped_optimizer_config_passes_the_option_check():
         check_optimizer_options(cfg.optim.name, OmegaConf.to_container(cfg.optim.options, resolve=True) or {})
 
 
+def test_composed_optimizer_options_are_typed_and_hf_variants_share_one_base():
+    from omegaconf import OmegaConf
+    from omegaconf.errors import ConfigAttributeError, ValidationError
+
+    from asr_hf.optim.hf import HF_VARIANTS
+
+    base = OmegaConf.to_container(compose(["optim=hf"]).optim.options)
+    assert set(base) == set(HFConfig.__dataclass_fields__)
+    for name, preset in HF_VARIANTS.items():
+        cfg = compose([f"optim={name}", "++optim.options.seed=5"])
+        opts = OmegaConf.to_container(cfg.optim.options)
+        assert cfg.optim.name == name and opts == {**base, **preset, "seed": 5}, name
+        assert (opts["initial_damping"], opts["cg_max_iters"], opts["chunk_size"]) == (0.01, 100, 8192)
+    cfg = compose(["optim=kfac", "optim.options.lr=1"])
+    assert cfg.optim.options.lr == 1 and cfg.optim.options.fisher == "sampled"
+    with pytest.raises(ValidationError):
+        cfg.optim.options.inv_every = 2.5
+    with pytest.raises(ConfigAttributeError):
+        cfg.optim.options.inv_evry = 2
+
+
 def _final_pt(path, feat_dim=40, huge=False, nan=False):
     torch.manual_seed(0)
     model = DNN(feat_dim, 6, DNNConfig(context=2, hidden_dim=8, num_layers=1))

@@ -11,7 +11,8 @@ from lhotse import CutSet
 
 from asr_hf.nnet.config import compose
 from asr_hf.nnet.data import FrameSet, Utterances, log_priors, split_heldout
-from asr_hf.nnet.trainer import Trainer, load_model, pseudo_loglikes
+from asr_hf.nnet.inference import forward_loglikes, load_model
+from asr_hf.nnet.trainer import Trainer
 
 
 def _cfg(root, *extra):
@@ -88,7 +89,7 @@ def test_pseudo_loglikes_shape_and_priors(recipe_root, tiny_corpus, num_pdfs):
                  f"trainer.exp_dir={recipe_root}/exp/fwd"), root=recipe_root).train()
     model, pri = load_model(recipe_root / "exp" / "fwd" / "final.pt")
     cuts = CutSet.from_file(tiny_corpus.fbank_cuts("dev"))
-    uid, mat = next(iter(pseudo_loglikes(model, cuts, pri)))
+    uid, mat = next(iter(forward_loglikes(model, cuts, pri)))
     cut = next(c for c in cuts if c.id == uid)
     assert mat.shape == (cut.num_frames, num_pdfs)
     post = mat + pri  # undo the prior division
@@ -145,7 +146,7 @@ def test_newbob_on_frame_accuracy_rolls_back_halves_and_stops():
     from types import SimpleNamespace
 
     from asr_hf.nnet.config import NewbobConf
-    from asr_hf.nnet.trainer import TrainState
+    from asr_hf.nnet.checkpoint import TrainState
 
     scales = []
     stub = SimpleNamespace(
@@ -175,7 +176,7 @@ def test_hf_convergence_rule_stops_on_a_plateau():
     from types import SimpleNamespace
 
     from asr_hf.nnet.config import ConvergenceConf
-    from asr_hf.nnet.trainer import TrainState
+    from asr_hf.nnet.checkpoint import TrainState
 
     conv = ConvergenceConf(window=3, rel_tol=0.01)
     state = TrainState()

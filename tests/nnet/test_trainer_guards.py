@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from asr_hf.nnet.config import NewbobConf, compose
-from asr_hf.nnet.trainer import Trainer, TrainState
+from asr_hf.nnet.checkpoint import TrainState
+from asr_hf.nnet.trainer import Trainer
 from asr_hf.utils.errors import DataError
 
 

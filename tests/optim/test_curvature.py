@@ -6,17 +6,10 @@ from torch import nn
 from torch.func import functional_call
 
 from asr_hf.optim.base import LossKind
-from asr_hf.optim.curvature import (
-    GGNOperator,
-    HessianOperator,
-    ParamLayout,
-    SequentialNet,
-    apply_output_hessian,
-    evaluate_loss,
-    loss_and_gradient,
-    loss_sum,
-    output_hessian_factor,
-)
+from asr_hf.optim.curvature import GGNOperator, HessianOperator, evaluate_loss, loss_and_gradient
+from asr_hf.optim.layout import ParamLayout
+from asr_hf.optim.losses import apply_output_hessian, loss_sum, output_hessian_factor
+from asr_hf.optim.sequential import SequentialNet
 
 DT = torch.float64
 

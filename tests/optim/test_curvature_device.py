@@ -13,18 +13,11 @@ from torch.func import functional_call
 
 from asr_hf.optim import curvature, hf
 from asr_hf.optim.base import LossKind, SampledData, TensorSource
-from asr_hf.optim.block import parameter_blocks
-from asr_hf.optim.curvature import (
-    CPU_CHUNK_SIZE,
-    MAX_CHUNK_SIZE,
-    GGNOperator,
-    ParamLayout,
-    SequentialNet,
-    auto_chunk_size,
-    loss_and_gradient,
-    tf32_matmuls,
-)
+from asr_hf.optim.curvature import GGNOperator, loss_and_gradient
+from asr_hf.optim.device import CPU_CHUNK_SIZE, MAX_CHUNK_SIZE, auto_chunk_size, tf32_matmuls
 from asr_hf.optim.hf import HessianFree
+from asr_hf.optim.layout import ParamLayout, parameter_blocks
+from asr_hf.optim.sequential import SequentialNet
 from asr_hf.optim.solvers import DenseOperator, conjugate_gradient
 
 DT = torch.float64

@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from asr_hf.optim.base import LocalReducer, LossKind, SampledData, TensorSource
-from asr_hf.optim.curvature import GGNOperator, ParamLayout, SourceChunks, evaluate_loss, loss_and_gradient
+from asr_hf.optim.curvature import GGNOperator, SourceChunks, evaluate_loss, loss_and_gradient
+from asr_hf.optim.layout import ParamLayout
 from asr_hf.optim.distributed import DistReducer, ShardedSource, run_local_workers, shard_range
 from asr_hf.optim.registry import build_optimizer
 
@@ -81,6 +82,9 @@ def _worker(rank: int, world: int, out_dir: str) -> None:
     for name in HF_RUNS:
         result[name] = _hf_trajectory(name, data, reducer)
     result["comm_calls"] = reducer.calls
+    # the trainer's bookkeeping collectives
+    result["objects"] = (reducer.all_gather_object({"rank": rank}), reducer.broadcast_object(f"from {rank}", src=1))
+    reducer.barrier()
     torch.save(result, f"{out_dir}/rank{rank}.pt")
 
 
@@ -135,3 +139,11 @@ def test_distributed_hf_iterations_equal_single_process(two_process_results, nam
     # both ranks end bitwise identical: nothing rank-dependent survives the reductions
     assert torch.equal(two_process_results[0][name][0], two_process_results[1][name][0])
     assert two_process_results[0]["comm_calls"] == two_process_results[1]["comm_calls"] > 0
+
+
+def test_object_collectives_and_barrier(two_process_results) -> None:
+    for res in two_process_results:
+        assert res["objects"] == ([{"rank": 0}, {"rank": 1}], "from 1")
+    local = LocalReducer()
+    assert local.all_gather_object({"a": 1}) == [{"a": 1}] and local.broadcast_object("x") == "x"
+    assert local.barrier() is None

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from asr_hf.optim.base import LossKind, OptimizerKind, SampledData, TensorSource
-from asr_hf.optim.curvature import HessianOperator, ParamLayout, loss_and_gradient
+from asr_hf.optim.curvature import HessianOperator, loss_and_gradient
+from asr_hf.optim.layout import ParamLayout
 from asr_hf.optim.hf import HF_VARIANTS, HessianFree
 from asr_hf.optim.registry import available_optimizers, build_optimizer, optimizer_kind
 

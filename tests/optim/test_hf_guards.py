@@ -10,7 +10,7 @@ from torch import nn
 
 import asr_hf.optim.hf as hf_module
 from asr_hf.optim.base import LossKind, SampledData, TensorSource
-from asr_hf.optim.curvature import ParamLayout
+from asr_hf.optim.layout import ParamLayout
 from asr_hf.optim.hf import NONFINITE_CODES, HessianFree, HFConfig
 
 DT = torch.float64

@@ -12,7 +12,8 @@ from torch import nn
 
 from asr_hf.optim.base import LossKind, OptimizerKind
 from asr_hf.optim.kbfgs import KBFGS, KBFGSL, bfgs_inverse_update
-from asr_hf.optim.kron import double_damping, summed_loss
+from asr_hf.optim.kron_factors import double_damping
+from asr_hf.optim.losses import loss_sum
 from asr_hf.optim.lbfgs import LBFGSMemory
 from asr_hf.optim.registry import build_optimizer, optimizer_kind
 
@@ -301,7 +302,7 @@ def test_kbfgs_trains_small_autoencoder(name):
     x = torch.sigmoid(4 * (codes @ torch.randn(3, 16, generator=g, dtype=D)))
     model = _autoencoder()
     opt = build_optimizer(name, model, LossKind.BCE, lr=0.3, damping=0.3)
-    lossf = lambda: summed_loss(model(x), x, LossKind.BCE) / x.shape[0]  # noqa: E731
+    lossf = lambda: loss_sum(model(x), x, LossKind.BCE) / x.shape[0]  # noqa: E731
     with torch.no_grad():
         start = lossf().item()
     for _ in range(40):

@@ -12,7 +12,8 @@ from torch import nn
 
 from asr_hf.optim.base import LossKind, OptimizerKind
 from asr_hf.optim.kfac import KFAC
-from asr_hf.optim.kron import CaptureSpec, KronCapture, find_layers, sample_targets, summed_loss
+from asr_hf.optim.kron import CaptureSpec, KronCapture, find_layers
+from asr_hf.optim.losses import loss_sum, sample_targets
 from asr_hf.optim.registry import build_optimizer, optimizer_kind
 
 D = torch.float64
@@ -53,7 +54,7 @@ def _dense_forward(model, x):
 def _data_loss(z, t, kind):
     if kind is LossKind.CROSS_ENTROPY:
         return F.cross_entropy(z, t)
-    return summed_loss(z, t, kind) / z.shape[0]
+    return loss_sum(z, t, kind) / z.shape[0]
 
 
 def _targets(kind, n, g):
@@ -110,7 +111,7 @@ def test_sampled_fisher_factor_equals_dense_definition(kind, inplace):
     ref = _mlp(1)
     z, _, outs = _dense_forward(ref, x)
     ts = sample_targets(z.detach(), kind, torch.Generator().manual_seed(11))
-    summed_loss(z, ts, kind).backward()
+    loss_sum(z, ts, kind).backward()
     for layer, h in zip(find_layers(model), outs):
         st = c.stats[layer.name]
         torch.testing.assert_close(st.mean("sampled_gg_sum"), h.grad.T @ h.grad / 9)
@@ -243,7 +244,7 @@ def test_kfac_trains_small_autoencoder():
     x = _ae_data()
     model = _autoencoder()
     opt = KFAC(model, LossKind.BCE, lr=0.1, damping=0.3)
-    lossf = lambda: summed_loss(model(x), x, LossKind.BCE) / x.shape[0]  # noqa: E731
+    lossf = lambda: loss_sum(model(x), x, LossKind.BCE) / x.shape[0]  # noqa: E731
     with torch.no_grad():
         start = lossf().item()
     for _ in range(40):

@@ -10,21 +10,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from asr_hf.optim.base import LossKind
-from asr_hf.optim.kron import (
-    CaptureSpec,
-    KronCapture,
+from asr_hf.optim.kron import CaptureSpec, KronCapture, find_layers
+from asr_hf.optim.kron_factors import (
     LMDamping,
     PairTest,
     damped_inverse,
     double_damping,
-    ema_,
-    find_layers,
     pair_accepted,
     pi_split,
-    sample_targets,
-    summed_loss,
     warmup_decay,
 )
+from asr_hf.optim.momentum import ema_
 
 D = torch.float64
 
@@ -326,32 +322,6 @@ def test_damping_keeps_repeated_bfgs_bounded_on_adversarial_pairs():
     ev = torch.linalg.eigvalsh(h)
     assert ev[0] > 0
     assert ev[-1] <= 1 / mu2 * 10  # ||s||^2 / s.y <= 1/mu2 keeps H's spectrum near 1/mu2
-
-
-def test_sampled_targets_and_summed_losses():
-    g = torch.Generator().manual_seed(3)
-    z = torch.tensor([[2.0, 0.0, -1.0]], dtype=D).expand(20000, 3)
-    t = sample_targets(z, LossKind.CROSS_ENTROPY, g)
-    freq = torch.bincount(t, minlength=3).to(D) / t.numel()
-    torch.testing.assert_close(freq, torch.softmax(z[0], 0), atol=0.015, rtol=0)
-    zb = torch.full((20000, 2), 0.5, dtype=D)
-    tb = sample_targets(zb, LossKind.BCE, g)
-    assert set(tb.unique().tolist()) <= {0.0, 1.0}
-    assert tb.mean().item() == pytest.approx(torch.sigmoid(torch.tensor(0.5)).item(), abs=0.015)
-    zm = torch.zeros(20000, 2, dtype=D)
-    tm = sample_targets(zm, LossKind.MSE, g)
-    assert tm.std().item() == pytest.approx(1.0, abs=0.03)
-    # Summed losses: the per-row losses summed.
-    zz = torch.randn(5, 3, dtype=D)
-    tt = torch.randint(0, 3, (5,))
-    assert summed_loss(zz, tt, LossKind.CROSS_ENTROPY).item() == pytest.approx(
-        -torch.log_softmax(zz, 1)[torch.arange(5), tt].sum().item()
-    )
-    y = torch.rand(5, 3, dtype=D)
-    assert summed_loss(zz, y, LossKind.MSE).item() == pytest.approx(0.5 * ((zz - y) ** 2).sum().item())
-    p = torch.sigmoid(zz)
-    bce = -(y * p.log() + (1 - y) * (1 - p).log()).sum().item()
-    assert summed_loss(zz, y, LossKind.BCE).item() == pytest.approx(bce)
 
 
 def test_hooks_removed():

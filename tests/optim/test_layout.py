@@ -6,8 +6,9 @@ from torch import nn
 from torch.func import functional_call
 
 from asr_hf.optim.base import LossKind, SampledData, TensorSource
-from asr_hf.optim.block import module_blocks, parameter_blocks
-from asr_hf.optim.curvature import GGNOperator, HessianOperator, ParamLayout, loss_sum
+from asr_hf.optim.curvature import GGNOperator, HessianOperator
+from asr_hf.optim.layout import ParamLayout, module_blocks, parameter_blocks
+from asr_hf.optim.losses import loss_sum
 from asr_hf.optim.registry import build_optimizer
 from asr_hf.optim.solvers import conjugate_gradient
 
