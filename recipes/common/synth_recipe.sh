@@ -35,7 +35,7 @@ acwt_sweep_gmm="0.04,0.06,0.08"
 # beam 11 / max-active 2000 searched at RTF 0.22 and beam 10 / 1000 at 0.11 with the same WER
 # (26.1 vs 25.3 %, within noise); beam 9 / 500 (RTF 0.06) lost 2.8 points to search errors
 decode_opts="--beam 10 --lattice-beam 6 --max-active 1000"
-acwt_sweep_dnn="0.06,0.1"
+acwt_sweep_dnn="0.1,0.15,0.2"  # synth_bn small SGD-DNN: best 0.167 (0.06 -> 51.1, 0.1 -> 39.1, 0.167 -> 36.8, 0.278 -> 42.0 % dev)
 
 . "$here/parse_options.sh"
 [ $# -gt 0 ] && train_overrides="$train_overrides $*"
