@@ -227,6 +227,39 @@ def paired_table(rows: Sequence[ResultRow], against: Optional[str] = None) -> st
     return "\n".join(lines).lstrip("\n") + "\n" if lines else ""
 
 
+LADDER = ("mono", "tri1", "tri2", "tri3")  # Kaldi's GMM ladder, in training order
+
+
+def ladder_table(rows: Sequence[ResultRow]) -> str:
+    """Markdown: each step of the GMM ladder (mono -> tri1 -> tri2 -> tri3, the ones
+    present) and the best DNN against the best GMM, per set: the WER difference with its
+    95% paired-bootstrap interval and whether it is resolved (the interval excludes 0)."""
+    from asr_hf.decode.significance import paired_bootstrap, utterance_errors
+
+    lines = []
+    for dset in ("dev", "test"):
+        by_sys = {r.system: r for r in rows if r.set == dset and r.wer_percent is not None}
+        steps = [s for s in LADDER if s in by_sys]
+        pairs = list(zip(steps, steps[1:]))
+        dnns = [r for r in by_sys.values() if not _is_gmm(r)]
+        if steps and dnns:
+            best_dnn = min(dnns, key=lambda r: r.wer_percent).system
+            best_gmm = min(steps, key=lambda s: by_sys[s].wer_percent)
+            pairs.append((best_gmm, best_dnn))
+        if not pairs:
+            continue
+        if not lines:
+            lines += ["| set | step | %WER before -> after | difference | 95% CI | relative | resolved |",
+                      "|---|---|---|---:|---|---:|---|"]  # fmt: skip
+        for a, b in pairs:
+            d = paired_bootstrap(utterance_errors(by_sys[a].decode_dir), utterance_errors(by_sys[b].decode_dir))
+            rel = 100.0 * d.diff / d.wer_a if d.wer_a else float("nan")
+            ok = "yes, better" if d.ci[1] < 0 else "yes, worse" if d.ci[0] > 0 else "no"
+            lines.append(f"| {dset} | {a} -> {b} | {d.wer_a:.2f} -> {d.wer_b:.2f} | {d.diff:+.2f} | "
+                         f"[{d.ci[0]:+.2f}, {d.ci[1]:+.2f}] | {rel:+.1f}% | {ok} |")  # fmt: skip
+    return "\n".join(lines) + "\n" if lines else ""
+
+
 def _sets_in_order(rows: Sequence[ResultRow]) -> list[str]:
     found = {r.set for r in rows}
     return [s for s in ("dev", "test") if s in found] + sorted(found - {"dev", "test"})
@@ -491,6 +524,9 @@ def results_markdown(exp_root: Pathlike, title: str = "Results", paired_against:
         raise DataError(str(exp_root), "no decode_*/wer.json found")
     out = [f"# {title}\n", "%WER with 95% bootstrap intervals over utterances (Bisani & Ney 2004).\n",
            compare_table(rows)]  # fmt: skip
+    ladder = ladder_table(rows)
+    if ladder:
+        out += ["\n## The ladder, step by step (paired differences; the last row: best DNN vs best GMM)\n", ladder]
     paired = paired_table(rows, paired_against)
     if paired:
         out += ["\n## Paired differences\n", paired]

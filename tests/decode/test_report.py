@@ -184,3 +184,30 @@ def test_sweeps_section_shows_every_weight_and_the_choice(exp_tree):
 
     text = sweeps_section(collect_results(exp_tree[0]))
     assert "| mono | 0.05: 0.00, **0.1: 0.00**, 0.2: 0.00 | - | 0.1 |" in text
+
+
+def _scored(root, system, set_name, n_wrong, n_utts=60, optimizer=None):
+    """A decode dir whose hypotheses get the first ``n_wrong`` utterances' 3 words all wrong."""
+    d = root / system / f"decode_{set_name}"
+    d.mkdir(parents=True)
+    ref = {f"u{i:03d}": ["a", "b", "c"] for i in range(n_utts)}
+    hyp = {u: (["x", "y", "z"] if i < n_wrong else w) for i, (u, w) in enumerate(ref.items())}
+    (d / "ref.txt").write_text("".join(f"{u} {' '.join(w)}\n" for u, w in ref.items()))
+    (d / "hyp.txt").write_text("".join(f"{u} {' '.join(w)}\n" for u, w in hyp.items()))
+    (d / "wer.json").write_text(json.dumps({"wer_percent": 100.0 * n_wrong / n_utts, "ref_words": 3 * n_utts}))
+    if optimizer:
+        (root / system / "train_summary.json").write_text(json.dumps({"optimizer": optimizer}))
+
+
+def test_ladder_table_resolves_each_step(tmp_path):
+    from asr_hf.decode.report import ladder_table
+
+    # mono 30 wrong, tri1 29 (the same utterances but one: unresolved), tri2 15, DNN 5
+    for system, wrong, opt in (("mono", 30, None), ("tri1", 29, None), ("tri2", 15, None), ("dnn_sgd", 5, "sgd")):
+        _scored(tmp_path, system, "test", wrong, optimizer=opt)
+    text = ladder_table(collect_results(tmp_path))
+    rows = {line.split("|")[2].strip(): line for line in text.splitlines()[2:]}
+    assert list(rows) == ["mono -> tri1", "tri1 -> tri2", "tri2 -> dnn_sgd"]
+    assert "50.00 -> 48.33" in rows["mono -> tri1"] and rows["mono -> tri1"].rstrip().endswith("| no |")
+    assert rows["tri1 -> tri2"].rstrip().endswith("| yes, better |") and "-23.33" in rows["tri1 -> tri2"]
+    assert rows["tri2 -> dnn_sgd"].rstrip().endswith("| yes, better |") and "-66.7%" in rows["tri2 -> dnn_sgd"]
