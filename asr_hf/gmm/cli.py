@@ -87,6 +87,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common(p)
     p.set_defaults(func=_train_lda_mllt)
 
+    p = sub.add_parser("dump-gmm-feats", help="a GMM system's (speaker-adapted) input features as DNN features "
+                                             "(make_fmllr_feats.sh)")
+    p.add_argument("exp", help="GMM system, e.g. exp/tri3")
+    p.add_argument("cuts", help="MFCC feature cuts, e.g. data/mfcc/cuts_dev.jsonl.gz")
+    p.add_argument("--out", required=True, help="output feature dir, e.g. data/fmllr_tri3")
+    p.add_argument("--split", default=None, help="split name (default: from the cuts file name)")
+    p.add_argument("--trans", default=None, help="speakers' fMLLR transforms (default: EXP/trans_train.npz for "
+                                                 "train, EXP/decode_<split>.trans.npz otherwise)")
+    p.set_defaults(func=_dump_gmm_feats)
+
     p = sub.add_parser("train-sat", help="speaker-adaptive training with per-speaker fMLLR (train_sat.sh)")
     p.add_argument("cuts")
     p.add_argument("lang")
@@ -125,6 +135,14 @@ def _align_opts(args):
     from asr_hf.gmm.align import AlignOptions
 
     return AlignOptions(beam=args.beam, retry_beam=args.retry_beam, boost_silence=args.boost_silence)
+
+
+def _dump_gmm_feats(args) -> int:
+    from asr_hf.gmm.dump import dump_gmm_features
+
+    split = args.split or _split_name(args.cuts)
+    print(dump_gmm_features(args.exp, args.cuts, args.out, split, args.trans))
+    return 0
 
 
 def _train_mono(args) -> int:

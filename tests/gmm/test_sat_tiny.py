@@ -87,3 +87,31 @@ def si_speakers(cuts_path):
     from asr_hf.gmm.feats import speaker_of
 
     return {speaker_of(c) for c in CutSet.from_file(cuts_path)}
+
+
+def test_dump_gmm_features_are_the_systems_adapted_features(tri3, systems, tiny_corpus, tmp_path, capsys):
+    """dump-gmm-feats writes exactly what the SAT pipeline computes (lilcom-rounded), per
+    speaker transform; without dev transforms it stops naming the missing file."""
+    from lhotse import CutSet
+
+    from asr_hf.gmm.feats import compute_cmvn_stats
+
+    train = str(systems / "cuts_train.jsonl.gz")
+    assert main(["dump-gmm-feats", str(tri3), train, "--out", str(tmp_path / "fmllr"), "--split", "train"]) == 0
+    out = CutSet.from_file(tmp_path / "fmllr" / "cuts_train.jsonl.gz")
+    src = CutSet.from_file(train)
+    assert [c.id for c in out] == [c.id for c in src]
+    sat = GmmSystem.load(tri3)
+    trans = load_transforms(tri3 / "trans_train.npz")
+    cmvn = compute_cmvn_stats(src)
+    for cut, ref_cut in list(zip(out, src))[:3]:
+        ref = sat.pipeline.for_cut(ref_cut, cmvn, trans)
+        got = cut.load_features()
+        assert got.shape == ref.shape == (ref_cut.num_frames, 40)
+        np.testing.assert_allclose(got, ref, rtol=0.02, atol=0.05)  # lilcom's lossy storage
+        assert cut.supervisions[0].text == ref_cut.supervisions[0].text
+    # a dev set needs the transforms of a first-pass decode
+    capsys.readouterr()
+    rc = main(["dump-gmm-feats", str(tri3), str(tiny_corpus.mfcc_cuts("test")), "--out", str(tmp_path / "f2")])
+    assert rc == 2 and "decode_test.trans.npz: missing" in capsys.readouterr().err
+    assert not (tmp_path / "f2" / "cuts_test.jsonl.gz").exists()
