@@ -1,7 +1,8 @@
 """End-to-end smoke test of the synthetic recipe on the tiny corpus.
 
 Runs every stage of ``recipes/common/synth_recipe.sh`` (synthesis, lang + LM,
-features, mono, tri1, tri2 = LDA+MLLT, alignment with tri2, graphs, GMM decode, DNN training with SGD and
+features, mono, tri1, tri2 = LDA+MLLT, tri3 = SAT, alignment with tri3, its fMLLR
+features for the DNN, graphs, GMM decode, DNN training with SGD and
 with L-BFGS-preconditioned sampled HF, DNN decode, report) in a temporary
 directory with tiny systems, and checks that it ends in WER files and a
 RESULTS.md; a second run must skip every finished stage.
@@ -28,20 +29,23 @@ def _run(cwd: Path, *args: str) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_synth_bn_recipe_end_to_end(tmp_path):
     args = ["--style", "bn", "--size", "tiny", "--jobs", "2", "--mono-totgauss", "150", "--tri-leaves", "80",
-            "--tri-totgauss", "300", "--tri2-leaves", "80", "--tri2-totgauss", "300", "--optimizers", "sgd hf_lbfgs_sampled", "--model", "dnn_tiny",
+            "--tri-totgauss", "300", "--tri2-leaves", "80", "--tri2-totgauss", "300", "--tri3-leaves", "80", "--tri3-totgauss", "300",
+            "--optimizers", "sgd hf_lbfgs_sampled", "--model", "dnn_tiny",
             "--trainer", "cpu_demo", "--acwt-sweep-gmm", "0.08,0.12", "--acwt-sweep-dnn", "0.08,0.12",
             "--", "trainer.max_epochs=2", "trainer.max_iters=3", "trainer.time_budget_s=60"]
     res = _run(tmp_path, *args)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    for sys_name in ("mono", "tri1", "tri2", "dnn_sgd", "dnn_hf_lbfgs_sampled"):
+    for sys_name in ("mono", "tri1", "tri2", "tri3", "dnn_sgd", "dnn_hf_lbfgs_sampled"):
         for s in ("dev", "test"):
             wer = json.loads((tmp_path / "exp" / sys_name / f"decode_{s}" / "wer.json").read_text())
             assert 0 <= wer["wer_percent"] <= 150 and wer["ref_words"] > 0, (sys_name, s, wer)
     results = (tmp_path / "RESULTS.md").read_text()
     assert "dnn_hf_lbfgs_sampled" in results and "tri2" in results
-    # the DNNs train on the last GMM's alignments and decode with its graph
+    # the DNNs train on the last GMM's alignments and its speaker-adapted features (Kaldi nnet1)
     cmd = (tmp_path / "exp" / "dnn_sgd" / "command.txt").read_text()
-    assert "exp/tri2/ali" in cmd, cmd
+    assert "exp/tri3/ali" in cmd and "data/gmmfeats_tri3" in cmd, cmd
+    for s in ("train", "dev", "test"):
+        assert (tmp_path / "data" / "gmmfeats_tri3" / f"cuts_{s}.jsonl.gz").is_file(), s
     # the report carries the wall time of every stage and the held-out speakers of the best system
     for stage in range(0, 10):
         assert f"| {stage} | " in results.split("## Wall time per stage")[1], stage

@@ -63,6 +63,14 @@ train_am() {
 ali_system() { echo "${gmm_systems##* }"; }
 # the alignments stage 5 writes and stage 8 trains on: one variable, so the two cannot drift
 ali_dir=exp/$(ali_system)/ali
+# the DNN's input features: dnn_feats=fbank (log-mel, data/fbank) or gmm (Kaldi nnet1's
+# make_fmllr_feats.sh: the alignment system's own input features, speaker-adapted by fMLLR
+# for a SAT system; written to data/gmmfeats_<system> by stages 5 and 9)
+case "${dnn_feats:-fbank}" in
+  fbank) dnn_feats_dir=data/fbank ;;
+  gmm) dnn_feats_dir=data/gmmfeats_$(ali_system) ;;
+  *) echo "dnn_feats must be fbank or gmm, got '$dnn_feats'" >&2; exit 1 ;;
+esac
 
 run_pipeline() {
   local jobs_opt=""
@@ -117,6 +125,10 @@ run_pipeline() {
   if want 5; then
     log "Stage 5: frame alignments (DNN targets) with $(ali_system)"
     asr-hf align data/mfcc/cuts_train.jsonl.gz data/lang "exp/$(ali_system)" --out "$ali_dir" $jobs_opt
+    if [ "${dnn_feats:-fbank}" = gmm ]; then
+      log "Stage 5: the DNN's training features: exp/$(ali_system)'s adapted features -> $dnn_feats_dir"
+      asr-hf dump-gmm-feats "exp/$(ali_system)" data/mfcc/cuts_train.jsonl.gz --out "$dnn_feats_dir" --split train
+    fi
   fi
 
   if want 6; then
@@ -145,7 +157,7 @@ run_pipeline() {
         log "Stage 8: DNN training with optimizer=$opt seed=$seed -> exp/$name"
         [ -f "exp/$name/train_summary.json" ] || train_am --root . \
           data="$data_conf" model="$model" trainer="$trainer" optim="$opt" \
-          data.ali_dir="$ali_dir" trainer.exp_dir="exp/$name" trainer.seed="$seed" $seed_opt $train_overrides
+          data.ali_dir="$ali_dir" data.feats_dir="$dnn_feats_dir" trainer.exp_dir="exp/$name" trainer.seed="$seed" $seed_opt $train_overrides
       done
     done
   fi
@@ -158,15 +170,18 @@ run_pipeline() {
         local graph="exp/$(ali_system)/graph"
         log "Stage 9: DNN decoding (exp/$name) with $graph"
         for set in dev test; do
+          # a SAT system's dev/test transforms come from its first-pass decode (stage 7)
+          [ "${dnn_feats:-fbank}" = gmm ] && asr-hf dump-gmm-feats "exp/$(ali_system)" \
+            "data/mfcc/cuts_$set.jsonl.gz" --out "$dnn_feats_dir" --split "$set"
           [ -f "exp/$name/loglikes_$set.ark" ] || asr-hf nnet-forward --model "exp/$name/final.pt" \
-            --cuts "data/fbank/cuts_$set.jsonl.gz" --ark "exp/$name/loglikes_$set.ark"
+            --cuts "$dnn_feats_dir/cuts_$set.jsonl.gz" --ark "exp/$name/loglikes_$set.ark"
         done
         [ -f "exp/$name/decode_dev/.done" ] || asr-hf decode-matrices "$graph" \
           "exp/$name/loglikes_dev.ark" "exp/$name/decode_dev" \
-          --cuts data/fbank/cuts_dev.jsonl.gz --sweep "$acwt_sweep_dnn" $decode_opts $jobs_opt
+          --cuts "$dnn_feats_dir/cuts_dev.jsonl.gz" --sweep "$acwt_sweep_dnn" $decode_opts $jobs_opt
         [ -f "exp/$name/decode_test/.done" ] || asr-hf decode-matrices "$graph" \
           "exp/$name/loglikes_test.ark" "exp/$name/decode_test" \
-          --cuts data/fbank/cuts_test.jsonl.gz --acwt-from "exp/$name/decode_dev" $decode_opts $jobs_opt
+          --cuts "$dnn_feats_dir/cuts_test.jsonl.gz" --acwt-from "exp/$name/decode_dev" $decode_opts $jobs_opt
       done
     done
   fi

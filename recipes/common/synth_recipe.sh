@@ -17,12 +17,13 @@ tri_leaves=400
 tri_totgauss=2500
 tri2_leaves=500       # tri2 = LDA+MLLT (Kaldi train_lda_mllt.sh) on tri1's alignments
 tri2_totgauss=3500
-tri3_leaves=600       # tri3 = SAT / fMLLR (train_sat.sh) on tri2's; add tri3 to gmm_systems to train it
+tri3_leaves=600       # tri3 = SAT / fMLLR (train_sat.sh) on tri2's alignments
 tri3_totgauss=4500
-gmm_systems="mono tri1 tri2"   # the last one aligns the DNN's training data and its graph decodes the DNNs
+gmm_systems="mono tri1 tri2 tri3"   # the last one aligns the DNN's training data, its graph decodes the DNNs
 optimizers="sgd hf hf_lbfgs_sampled"
 speed_perturb=""      # e.g. 0.9,1.0,1.1: Kaldi-style speed-perturbed training copies (stage 2)
 seeds="0"            # DNN training seeds (init, held-out split, HF samples); exp/dnn_<opt>[_s<seed>]
+dnn_feats=gmm        # DNN input: gmm = the last GMM system's (speaker-adapted) features, Kaldi nnet1 style; fbank = 40 log-mel
 model=dnn_small       # conf/model/: dnn_small (CPU), dnn_bn50 / dnn_swb300 (papers, GPU)
 trainer=cpu_demo      # conf/trainer/
 train_overrides=""    # extra Hydra overrides for every DNN, e.g. "trainer.max_iters=30"

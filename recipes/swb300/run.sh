@@ -27,6 +27,7 @@ tri3_totgauss=""
 gmm_systems="mono tri1 tri2 tri3"   # Kaldi's ladder; the last one aligns and decodes the DNNs
 optimizers="sgd hf hf_lbfgs_sampled"
 seeds="0"            # DNN training seeds (init, held-out split, HF samples); exp/dnn_<opt>[_s<seed>]
+dnn_feats=fbank        # DNN input: fbank (the papers' log-mel) or gmm (the last GMM system's fMLLR features)
 model=dnn_swb300
 trainer=default
 train_overrides=""
