@@ -274,11 +274,17 @@ def wav_truncation(path: Pathlike) -> Optional[str]:
                 f.seek(clen + (clen & 1), os.SEEK_CUR)
 
 
-def load_cut_audio(cut, downmix: bool = False) -> np.ndarray:
+def load_cut_audio(cut, downmix: bool = False, channel_selected: bool = False) -> np.ndarray:
     """The cut's samples ``(1, n)``, or a one-line :class:`DataError` naming the file: "not
     found" for a missing file, "truncated WAV" for one shorter than its header says,
     "unreadable audio (...)" for one no backend can decode, and a multi-channel recording
-    unless ``downmix`` (then the channels' average; a recipe never picks one channel silently)."""
+    unless ``downmix`` (then the channels' average; a recipe never picks one channel silently).
+
+    ``channel_selected``: the cut deliberately takes one channel (a Switchboard side: its
+    recording has cuts on several channels, or it names a channel other than 0); it is read
+    as that channel, never refused or averaged.
+    """
+    channel_selected = channel_selected or (isinstance(cut.channel, int) and cut.channel != 0)
     if cut.has_recording:
         for src in cut.recording.sources:
             if src.type == "file" and not Path(src.source).is_file():
@@ -288,14 +294,14 @@ def load_cut_audio(cut, downmix: bool = False) -> np.ndarray:
                 if problem:
                     raise DataError(str(src.source), problem)
         channels = cut.recording.num_channels
-        if channels > 1 and not downmix:
+        if channels > 1 and not downmix and not channel_selected:
             raise DataError(
                 _source(cut),
                 f"{channels}-channel audio (cut {cut.id}); features are single-channel: "
                 "pass --downmix (asr-hf features) to average the channels, or split the channels into cuts",
             )
     try:
-        if cut.has_recording and cut.recording.num_channels > 1:
+        if cut.has_recording and cut.recording.num_channels > 1 and not channel_selected:
             audio = cut.recording.load_audio(offset=cut.start, duration=cut.duration)
             return audio.mean(axis=0, keepdims=True, dtype=np.float64).astype(np.float32)
         return cut.load_audio()
@@ -314,11 +320,11 @@ def _window_samples(extractor: FeatureExtractor, sampling_rate: int) -> int:
 
 
 def extract_cut(cut, extractor: FeatureExtractor, sampling_rate: Optional[int] = None,
-                downmix: bool = False) -> np.ndarray:
+                downmix: bool = False, channel_selected: bool = False) -> np.ndarray:
     """Checked audio of ``cut`` -> features ``(T, dim)``; a :class:`DataError` naming the
     cut for audio shorter than one analysis window (torchaudio would assert).  ``downmix``:
     see :func:`load_cut_audio`."""
-    audio = load_cut_audio(cut, downmix=downmix)
+    audio = load_cut_audio(cut, downmix=downmix, channel_selected=channel_selected)
     _check_audio(cut, audio, sampling_rate)
     window = _window_samples(extractor, cut.sampling_rate)
     n = int(audio.shape[-1])
@@ -338,7 +344,7 @@ def extract_cut(cut, extractor: FeatureExtractor, sampling_rate: Optional[int] =
 
 
 def _extract_chunk(args) -> tuple[list, list[tuple[str, str]]]:
-    cuts, extractor, storage_path, sampling_rate, skip_bad, downmix = args
+    cuts, extractor, storage_path, sampling_rate, skip_bad, downmix, per_channel = args
     torch.set_num_threads(1)
     done, bad = [], []
     # lhotse reads .sph only through the sph2pipe binary; without it, libsndfile
@@ -347,7 +353,8 @@ def _extract_chunk(args) -> tuple[list, list[tuple[str, str]]]:
     with backend, LilcomChunkyWriter(storage_path) as writer:
         for cut in cuts:
             try:
-                feats = extract_cut(cut, extractor, sampling_rate, downmix=downmix)
+                feats = extract_cut(cut, extractor, sampling_rate, downmix=downmix,
+                                    channel_selected=cut.recording_id in per_channel)
                 done.append(_attach_features(cut, feats, extractor, writer))
             except DataError as exc:
                 msg = " ".join(str(exc).split())  # skipped_<split>.txt: one line per cut
@@ -436,6 +443,12 @@ def compute_features(
     dup = _duplicates(c.id for c in cut_list)
     if dup:
         raise DataError(dup[0], f"duplicate cut id ({len(dup)} duplicates in {split})")
+    # recordings whose channels are cut separately (Switchboard's sides): not a silent channel 0
+    used: dict[str, set] = {}
+    for c in cut_list:
+        if c.has_recording and isinstance(c.channel, int):
+            used.setdefault(c.recording_id, set()).add(c.channel)
+    per_channel = frozenset(r for r, chans in used.items() if len(chans) > 1)
     jobs = jobs or os.cpu_count() or 1
     n_chunks = max(1, min(len(cut_list), jobs * 4))
     size = math.ceil(len(cut_list) / n_chunks)
@@ -443,7 +456,8 @@ def compute_features(
     feats_dir = out_dir / f"feats_{split}"
     with atomic_output(feats_dir, is_dir=True) as tmp_dir:
         tasks = [
-            (CutSet.from_cuts(ch), extractor, str(tmp_dir / f"part{i:04d}"), sampling_rate, skip_bad, downmix)
+            (CutSet.from_cuts(ch), extractor, str(tmp_dir / f"part{i:04d}"), sampling_rate, skip_bad, downmix,
+             per_channel)
             for i, ch in enumerate(chunks)
         ]
         done, bad = [], []

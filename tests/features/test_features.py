@@ -280,6 +280,23 @@ def test_multichannel_audio_is_refused_unless_downmixed(tmp_path):
         compute_features(CutSet.from_cuts(mono + [cut]), "fbank", tmp_path / "fb", "train", jobs=1, progress=False)
 
 
+def test_cuts_of_each_channel_are_read_as_their_channel(tmp_path):
+    """Switchboard-style: one cut per side of a 2-channel recording is a deliberate channel
+    selection, neither refused nor averaged."""
+    from asr_hf.features.extract import extract_cut, make_extractor
+
+    cut, x = _stereo_cut(tmp_path)
+    sides = [MonoCut(f"side{ch}", 0.0, cut.duration, ch, recording=cut.recording) for ch in (0, 1)]
+    out = compute_features(CutSet.from_cuts(sides), "fbank", tmp_path / "fb", "train", jobs=1, progress=False)
+    for ch in (0, 1):
+        one = tmp_path / f"ch{ch}" / "one.wav"
+        one.parent.mkdir()
+        sf.write(one, x[:, ch], 16000, subtype="FLOAT")
+        ref = extract_cut(MonoCut("r", 0.0, 1.0, 0, recording=Recording.from_file(one)), make_extractor("fbank"))
+        got = {c.id: c for c in out}[f"side{ch}"].load_features()
+        np.testing.assert_allclose(got, ref, atol=0.05 + 2e-3 * np.abs(ref).max())
+
+
 def test_wav_shorter_than_its_header_is_refused_by_name(tmp_path):
     """libsndfile clamps a cut-short WAV to the bytes present (Recording.from_file then
     agrees with it); the header's data size is checked, and the file named."""
