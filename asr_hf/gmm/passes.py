@@ -315,7 +315,7 @@ def _process_shard(task: ShardTask) -> PassResult:
             accumulate_speakers(st.gmm, fmllr, batch_f, batch_p, batch_w, batch_s)
         batch_f, batch_si, batch_p, batch_w, batch_s, batch_n = [], [], [], [], [], 0
 
-    for i, c in enumerate(cuts):
+    for c in cuts:
         try:
             feats = st.pipeline.for_cut(c, task.cmvn or {}, st.speaker_transforms)
         except DataError as exc:
