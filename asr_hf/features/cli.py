@@ -15,6 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-mel-bins", type=int, default=None)
     p.add_argument("--sampling-rate", type=int, default=None, help="require this rate (Hz)")
     p.add_argument("--skip-bad", action="store_true", help="skip and report bad audio instead of stopping")
+    p.add_argument("--downmix", action="store_true",
+                   help="average the channels of multi-channel audio (default: refuse it, naming the file)")
     p.add_argument("--speed-perturb", default="", metavar="F1,F2,...",
                    help="Kaldi-style speed perturbation of the train split, e.g. 0.9,1.0,1.1 (copies are "
                         "new speakers sp<f>-<spk>); default: none")
@@ -55,7 +57,7 @@ def _features(args: argparse.Namespace) -> int:
             raw = speed_perturb(raw, factors)
         cuts = compute_features(
             raw, args.kind, args.out, split, jobs=args.jobs,
-            sampling_rate=args.sampling_rate, skip_bad=args.skip_bad, **opts,
+            sampling_rate=args.sampling_rate, skip_bad=args.skip_bad, downmix=args.downmix, **opts,
         )  # fmt: skip
         cmvn = args.out / f"cmvn_{split}.ark"
         if not cmvn.is_file():

@@ -235,14 +235,75 @@ def _unwrap(exc: BaseException) -> BaseException:
     return exc
 
 
-def load_cut_audio(cut) -> np.ndarray:
-    """The cut's samples, or a one-line :class:`DataError` naming the file: "not found"
-    for a missing file, "unreadable audio (...)" for one no backend can decode."""
+def wav_truncation(path: Pathlike) -> Optional[str]:
+    """The problem with a RIFF/WAVE file whose ``data`` chunk is declared longer than the
+    bytes the file holds (a copy cut short), else ``None``.
+
+    libsndfile silently clamps such a file to the bytes present, so neither
+    ``Recording.from_file`` nor decoding notices; the header is the only witness.  A data
+    size of 0 or 0xFFFFFFFF (streaming writers that never patched the header) is unknown,
+    not a truncation.
+    """
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        frame_bytes = 0
+        while True:
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return None
+            cid, clen = chunk[:4], int.from_bytes(chunk[4:], "little")
+            if cid == b"fmt ":
+                fmt = f.read(min(clen, 16))
+                if len(fmt) >= 16:
+                    channels = int.from_bytes(fmt[2:4], "little")
+                    bits = int.from_bytes(fmt[14:16], "little")
+                    frame_bytes = channels * ((bits + 7) // 8)
+                f.seek(clen - len(fmt) + (clen & 1), os.SEEK_CUR)
+            elif cid == b"data":
+                held = size - f.tell()
+                if clen in (0, 0xFFFFFFFF) or held >= clen:
+                    return None
+                if frame_bytes:
+                    return (f"truncated WAV: the header declares {clen // frame_bytes} samples, "
+                            f"the file holds {held // frame_bytes}")
+                return f"truncated WAV: the header declares {clen} data bytes, the file holds {held}"
+            else:
+                f.seek(clen + (clen & 1), os.SEEK_CUR)
+
+
+def load_cut_audio(cut, downmix: bool = False, channel_selected: bool = False) -> np.ndarray:
+    """The cut's samples ``(1, n)``, or a one-line :class:`DataError` naming the file: "not
+    found" for a missing file, "truncated WAV" for one shorter than its header says,
+    "unreadable audio (...)" for one no backend can decode, and a multi-channel recording
+    unless ``downmix`` (then the channels' average; a recipe never picks one channel silently).
+
+    ``channel_selected``: the cut deliberately takes one channel (a Switchboard side: its
+    recording has cuts on several channels, or it names a channel other than 0); it is read
+    as that channel, never refused or averaged.
+    """
+    channel_selected = channel_selected or (isinstance(cut.channel, int) and cut.channel != 0)
     if cut.has_recording:
         for src in cut.recording.sources:
             if src.type == "file" and not Path(src.source).is_file():
                 raise DataError(str(src.source), "not found")
+            if src.type == "file":
+                problem = wav_truncation(src.source)
+                if problem:
+                    raise DataError(str(src.source), problem)
+        channels = cut.recording.num_channels
+        if channels > 1 and not downmix and not channel_selected:
+            raise DataError(
+                _source(cut),
+                f"{channels}-channel audio (cut {cut.id}); features are single-channel: "
+                "pass --downmix (asr-hf features) to average the channels, or split the channels into cuts",
+            )
     try:
+        if cut.has_recording and cut.recording.num_channels > 1 and not channel_selected:
+            audio = cut.recording.load_audio(offset=cut.start, duration=cut.duration)
+            return audio.mean(axis=0, keepdims=True, dtype=np.float64).astype(np.float32)
         return cut.load_audio()
     except DataError:
         raise
@@ -258,10 +319,12 @@ def _window_samples(extractor: FeatureExtractor, sampling_rate: int) -> int:
     return int(sampling_rate * extractor.config.frame_length / 1000)
 
 
-def extract_cut(cut, extractor: FeatureExtractor, sampling_rate: Optional[int] = None) -> np.ndarray:
+def extract_cut(cut, extractor: FeatureExtractor, sampling_rate: Optional[int] = None,
+                downmix: bool = False, channel_selected: bool = False) -> np.ndarray:
     """Checked audio of ``cut`` -> features ``(T, dim)``; a :class:`DataError` naming the
-    cut for audio shorter than one analysis window (torchaudio would assert)."""
-    audio = load_cut_audio(cut)
+    cut for audio shorter than one analysis window (torchaudio would assert).  ``downmix``:
+    see :func:`load_cut_audio`."""
+    audio = load_cut_audio(cut, downmix=downmix, channel_selected=channel_selected)
     _check_audio(cut, audio, sampling_rate)
     window = _window_samples(extractor, cut.sampling_rate)
     n = int(audio.shape[-1])
@@ -281,7 +344,7 @@ def extract_cut(cut, extractor: FeatureExtractor, sampling_rate: Optional[int] =
 
 
 def _extract_chunk(args) -> tuple[list, list[tuple[str, str]]]:
-    cuts, extractor, storage_path, sampling_rate, skip_bad = args
+    cuts, extractor, storage_path, sampling_rate, skip_bad, downmix, per_channel = args
     torch.set_num_threads(1)
     done, bad = [], []
     # lhotse reads .sph only through the sph2pipe binary; without it, libsndfile
@@ -290,7 +353,8 @@ def _extract_chunk(args) -> tuple[list, list[tuple[str, str]]]:
     with backend, LilcomChunkyWriter(storage_path) as writer:
         for cut in cuts:
             try:
-                feats = extract_cut(cut, extractor, sampling_rate)
+                feats = extract_cut(cut, extractor, sampling_rate, downmix=downmix,
+                                    channel_selected=cut.recording_id in per_channel)
                 done.append(_attach_features(cut, feats, extractor, writer))
             except DataError as exc:
                 msg = " ".join(str(exc).split())  # skipped_<split>.txt: one line per cut
@@ -309,6 +373,7 @@ def compute_features(
     sampling_rate: Optional[int] = None,
     skip_bad: bool = False,
     progress: bool = True,
+    downmix: bool = False,
     **options,
 ) -> CutSet:
     """Extract and store features for ``cuts``; write ``out_dir/cuts_<split>.jsonl.gz``.
@@ -321,7 +386,9 @@ def compute_features(
         jobs: worker processes (default: all cores).
         sampling_rate: if given, every recording must have it.
         skip_bad: skip (and list in ``skipped_<split>.txt``, one line per cut) missing,
-            unreadable, empty, too short (under one window) or wrong-rate audio instead of stopping.
+            unreadable, truncated, empty, too short (under one window), wrong-rate or
+            multi-channel audio instead of stopping.
+        downmix: average the channels of multi-channel recordings (default: refuse them).
         options: extractor options (``num_mel_bins=...``).
 
     Returns:
@@ -332,6 +399,8 @@ def compute_features(
     target = out_dir / f"cuts_{split}.jsonl.gz"
     extractor = make_extractor(kind, **options)
     wanted_config = {"kind": kind, **{k: options[k] for k in sorted(options)}}
+    if downmix:  # only when set, so feature dirs made before the option stay valid
+        wanted_config["downmix"] = True
     config_path = out_dir / f"feature_config_{split}.json"
     if is_done(out_dir, marker) and target.is_file():
         if config_path.is_file():
@@ -374,6 +443,12 @@ def compute_features(
     dup = _duplicates(c.id for c in cut_list)
     if dup:
         raise DataError(dup[0], f"duplicate cut id ({len(dup)} duplicates in {split})")
+    # recordings whose channels are cut separately (Switchboard's sides): not a silent channel 0
+    used: dict[str, set] = {}
+    for c in cut_list:
+        if c.has_recording and isinstance(c.channel, int):
+            used.setdefault(c.recording_id, set()).add(c.channel)
+    per_channel = frozenset(r for r, chans in used.items() if len(chans) > 1)
     jobs = jobs or os.cpu_count() or 1
     n_chunks = max(1, min(len(cut_list), jobs * 4))
     size = math.ceil(len(cut_list) / n_chunks)
@@ -381,7 +456,8 @@ def compute_features(
     feats_dir = out_dir / f"feats_{split}"
     with atomic_output(feats_dir, is_dir=True) as tmp_dir:
         tasks = [
-            (CutSet.from_cuts(ch), extractor, str(tmp_dir / f"part{i:04d}"), sampling_rate, skip_bad)
+            (CutSet.from_cuts(ch), extractor, str(tmp_dir / f"part{i:04d}"), sampling_rate, skip_bad, downmix,
+             per_channel)
             for i, ch in enumerate(chunks)
         ]
         done, bad = [], []

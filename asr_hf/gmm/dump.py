@@ -12,6 +12,8 @@ transforms a first-pass decode estimated (``decode_<set>.trans.npz``).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from pathlib import Path
 from typing import Optional
@@ -20,6 +22,57 @@ from asr_hf.utils.errors import DataError
 from asr_hf.utils.io import Pathlike, atomic_output, is_done, mark_done
 
 log = logging.getLogger(__name__)
+
+#: The system files the dumped features are a function of (besides the cuts and transforms).
+SYSTEM_FILES = ("final.mdl", "final.mat", "feature_pipeline.json")
+
+
+def _sources(exp_dir: Path, xforms_path: Optional[Path]) -> dict[str, str]:
+    """``{path: sha256}`` of the files the features are made from (those present)."""
+    files = [exp_dir / name for name in SYSTEM_FILES if (exp_dir / name).is_file()]
+    if xforms_path is not None:
+        files.append(xforms_path)
+    return {str(p.resolve()): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+def _check_not_stale(target: Path, record: Path, sources: dict[str, str], out_dir: Path) -> None:
+    """Refuse features made by another run of the system (another model or transforms than
+    the ones recorded) or older than one of its files (retrained / re-decoded since)."""
+    fix = f"remove {out_dir} (or dump into another --out) to recompute"
+    made = json.loads(record.read_text())["sources"] if record.is_file() else None
+    if made is None:
+        raise DataError(str(target), f"stale: no record of the system files it was made from ({record.name}); {fix}")
+    for path, digest in sources.items():
+        if path not in made:
+            raise DataError(str(target), f"stale: not made from {path}; {fix}")
+        if made[path] != digest:
+            raise DataError(str(target), f"stale: made from another {Path(path).name} (a different run); {fix}")
+    for path in made:
+        if path not in sources:
+            raise DataError(str(target), f"stale: made from {path}, which this system no longer uses; {fix}")
+    t_made = target.stat().st_mtime_ns
+    for path in sources:
+        if Path(path).stat().st_mtime_ns > t_made:
+            raise DataError(str(target), f"stale: {path} is newer than these features; {fix}")
+
+
+def _check_coverage(cuts, xforms: dict, path: Path, cuts_path: Pathlike) -> None:
+    """Every speaker of ``cuts`` has a transform, else one line naming the first missing one."""
+    from asr_hf.gmm.feats import speaker_of
+
+    missing: dict[str, str] = {}
+    for cut in cuts:
+        spk = speaker_of(cut)
+        if spk not in xforms and spk not in missing:
+            missing[spk] = cut.id
+    if missing:
+        spk = sorted(missing)[0]
+        raise DataError(
+            str(path),
+            f"no fMLLR transform for speaker {spk} (cut {missing[spk]}; {len(missing)} of "
+            f"{len(missing) + len({speaker_of(c) for c in cuts} - set(missing))} speakers of {cuts_path} missing); "
+            "these transforms are from another set or run: re-run decode-gmm on these cuts",
+        )
 
 
 def default_transforms(exp_dir: Pathlike, split: str) -> Path:
@@ -42,34 +95,45 @@ def dump_gmm_features(
             :func:`default_transforms`. Required for SAT systems, ignored otherwise.
 
     Returns:
-        The written cuts manifest.  Nothing is left behind on error.
+        The written cuts manifest.  Nothing is left behind on error.  Existing features are
+        reused only if ``gmm_source_<split>.json`` records the same system files (sha256 of
+        ``final.mdl``, ``final.mat``, ``feature_pipeline.json`` and the transforms) and none
+        is newer than them; otherwise a one-line :class:`DataError`.  Every speaker of the
+        cuts must have a transform.
     """
     from lhotse import CutSet
     from lhotse.features import Features
     from lhotse.features.io import LilcomChunkyWriter
     from lhotse.utils import fastcopy
 
-    from asr_hf.gmm.feats import compute_cmvn_stats, speaker_of
+    from asr_hf.gmm.feats import compute_cmvn_stats
     from asr_hf.gmm.fmllr import load_transforms
     from asr_hf.gmm.model import GmmSystem
 
+    exp_dir = Path(exp_dir)
     out_dir = Path(out_dir).resolve()
     target = out_dir / f"cuts_{split}.jsonl.gz"
-    if is_done(out_dir, split) and target.is_file():
-        log.info("GMM features %s already complete", target)
-        return target
+    record = out_dir / f"gmm_source_{split}.json"
     system = GmmSystem.load(exp_dir)
     pipeline = system.pipeline
-    xforms = None
+    path: Optional[Path] = None
     if pipeline.speaker_adaptive:
         path = Path(transforms) if transforms is not None else default_transforms(exp_dir, split)
         if not path.is_file():
             raise DataError(str(path), "missing: a SAT system's features need the speakers' fMLLR transforms "
                                        "(train: train-sat writes them; dev/test: decode-gmm first)")  # fmt: skip
-        xforms = load_transforms(path)
+    sources = _sources(exp_dir, path)
+    if is_done(out_dir, split) and target.is_file():
+        _check_not_stale(target, record, sources, out_dir)
+        log.info("GMM features %s already complete", target)
+        return target
     cuts = CutSet.from_file(cuts_path)
     if len(cuts) == 0:
         raise DataError(str(cuts_path), "no cuts")
+    xforms = None
+    if path is not None:
+        xforms = load_transforms(path)
+        _check_coverage(cuts, xforms, path, cuts_path)
     cmvn = compute_cmvn_stats(cuts) if pipeline.cmvn else {}
     out = []
     feats_dir = out_dir / f"feats_{split}"
@@ -77,8 +141,6 @@ def dump_gmm_features(
     with atomic_output(feats_dir, is_dir=True) as tmp_dir:
         with LilcomChunkyWriter(str(tmp_dir / "part0000")) as writer:
             for cut in cuts:
-                if xforms is not None and speaker_of(cut) not in xforms:
-                    raise DataError(cut.id, f"no fMLLR transform for speaker {speaker_of(cut)} in {path}")
                 feats = pipeline.for_cut(cut, cmvn, xforms)
                 key = writer.write(cut.id, feats)
                 src = cut.features
@@ -89,6 +151,8 @@ def dump_gmm_features(
                     storage_key=key, channels=0,
                 )  # fmt: skip
                 out.append(fastcopy(cut, features=manifest))
+    with atomic_output(record) as tmp:
+        tmp.write_text(json.dumps({"exp_dir": str(exp_dir.resolve()), "sources": sources}, indent=1) + "\n")
     with atomic_output(target) as tmp:
         CutSet.from_cuts(out).to_file(tmp)
     mark_done(out_dir, split)

@@ -427,14 +427,40 @@ def _aux_objective(gmm: GmmSet, stats: GmmStats) -> float:
 
 
 def split_by_count(
-    gmm: GmmSet, pdf_occs: np.ndarray, target: int, perturb_factor: float = 0.01, power: float = 0.2, min_count: float = 20.0
+    gmm: GmmSet, pdf_occs: np.ndarray, target: int, perturb_factor: float = 0.01, power: float = 0.2, min_count: float = 20.0,
+    seed: int = 0,
 ) -> GmmSet:
-    """Mix up to ``target`` Gaussians in total, allocated by ``occ^power`` (Kaldi ``gmm-est --mix-up``)."""
+    """Mix up to ``target`` Gaussians in total, allocated by ``occ^power`` (Kaldi ``gmm-est --mix-up``).
+
+    Kaldi's ``DiagGmm::Split`` halves the heaviest component's weight, appends a copy and
+    moves the two means apart by ``+-perturb_factor * sqrt(var) * z``, ``z ~ N(0, I)``.
+    The binding draws ``z`` from ``std::random_device`` (a different model on every run), so
+    the split itself is done unperturbed and the perturbation here, from a generator seeded
+    by ``(seed, gmm.num_gauss, target)``: the same training gives the same model.
+    """
     if target <= gmm.num_gauss:
         return gmm
     am = gmm.to_am()
-    am.split_by_count(np.asarray(pdf_occs, dtype=np.float32), int(target), perturb_factor, power, min_count)
-    return GmmSet.from_am(am)
+    am.split_by_count(np.asarray(pdf_occs, dtype=np.float32), int(target), 0.0, power, min_count)
+    new = GmmSet.from_am(am)
+    if perturb_factor:
+        _perturb_copies(gmm, new, perturb_factor, np.random.default_rng([seed, gmm.num_gauss, int(target)]))
+    return new
+
+
+def _perturb_copies(old: GmmSet, new: GmmSet, perturb_factor: float, rng: np.random.Generator) -> None:
+    """Move each appended copy (component ``j >= `` the pdf's old size) and the component it
+    was copied from (the first earlier one with the same mean and variance) apart, in place."""
+    means0 = new.means.copy()
+    for p in range(new.num_pdfs):
+        lo, k, hi = int(new.offsets[p]), int(old.offsets[p + 1] - old.offsets[p]), int(new.offsets[p + 1])
+        for j in range(lo + k, hi):
+            same = np.flatnonzero((means0[lo:j] == means0[j]).all(1) & (new.vars[lo:j] == new.vars[j]).all(1))
+            src = lo + int(same[0]) if len(same) else None
+            delta = perturb_factor * np.sqrt(new.vars[j]) * rng.standard_normal(new.dim)
+            new.means[j] -= delta
+            if src is not None:
+                new.means[src] += delta
 
 
 def merge_by_count(gmm: GmmSet, pdf_occs: np.ndarray, target: int, power: float = 0.2, min_count: float = 20.0) -> GmmSet:

@@ -22,6 +22,7 @@ import logging
 import multiprocessing as mp
 import os
 import time
+import zlib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -314,7 +315,7 @@ def _process_shard(task: ShardTask) -> PassResult:
             accumulate_speakers(st.gmm, fmllr, batch_f, batch_p, batch_w, batch_s)
         batch_f, batch_si, batch_p, batch_w, batch_s, batch_n = [], [], [], [], [], 0
 
-    for i, c in enumerate(cuts):
+    for c in cuts:
         try:
             feats = st.pipeline.for_cut(c, task.cmvn or {}, st.speaker_transforms)
         except DataError as exc:
@@ -325,7 +326,9 @@ def _process_shard(task: ShardTask) -> PassResult:
         reason = ""
         try:
             if spec.source == AliSource.EQUAL:
-                ali = equal_alignment(compiler.compile(c.supervisions[0].text, c.id), n, seed=spec.seed + i)
+                # seeded by the cut, not its place in a shard: the same whatever --nj
+                ali = equal_alignment(compiler.compile(c.supervisions[0].text, c.id), n,
+                                      seed=(spec.seed + zlib.crc32(c.id.encode())) % 2**31)
                 reason = "transcript needs more frames than the utterance has"
             elif spec.source == AliSource.ALIGN:
                 r = viterbi_align(compiler.compile(c.supervisions[0].text, c.id), am, st.tm, feats, spec.align, c.id)

@@ -28,14 +28,18 @@ def json_line(row: dict[str, Any]) -> str:
 
 
 def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    """``rows`` as a CSV table, atomically; the columns are every key in first-seen order."""
+    """``rows`` as a CSV table, atomically; the columns are every key in first-seen order.
+
+    A non-finite number is an empty cell (the CSV form of JSON's ``null``), never ``nan``/``inf``,
+    which spreadsheet and pandas readers would take for numbers.
+    """
     keys: list[str] = []
     for r in rows:
         keys += [k for k in r if k not in keys]
     with atomic_output(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
-        w.writerows(rows)
+        w.writerows(finite_or_none(dict(r)) for r in rows)
 
 
 __all__ = ["finite_or_none", "json_line", "write_csv"]

@@ -237,3 +237,84 @@ def test_mixed_sampling_rates_in_a_split_are_refused(tmp_path):
     with pytest.raises(DataError, match=r"sampling rate 16000 Hz, but .*spk0-utt0.wav in the same split is 8000 Hz"):
         compute_features(CutSet.from_cuts(cuts), "mfcc", tmp_path / "f", "train", jobs=1, progress=False)
     assert not (tmp_path / "f" / "cuts_train.jsonl.gz").exists()
+
+
+def _stereo_cut(tmp_path, sr=16000, seconds=1.0):
+    rng = np.random.default_rng(1)
+    x = (0.1 * rng.standard_normal((int(sr * seconds), 2))).astype(np.float32)
+    x[:, 1] *= 3.0  # the channels differ, so channel 0 alone is not the average
+    path = tmp_path / "spk0-stereo.wav"
+    sf.write(path, x, sr, subtype="FLOAT")
+    rec = Recording.from_file(path, recording_id=path.stem)
+    sup = SupervisionSegment(path.stem, path.stem, 0.0, rec.duration, text="hello world", speaker="spk0")
+    return MonoCut(path.stem, 0.0, rec.duration, 0, recording=rec, supervisions=[sup]), x
+
+
+def test_multichannel_audio_is_refused_unless_downmixed(tmp_path):
+    """A stereo recording is not silently reduced to channel 0: refused naming the file,
+    the channel count and the cut; with downmix, the features are those of the average."""
+    from asr_hf.features.extract import extract_cut, make_extractor
+
+    cut, x = _stereo_cut(tmp_path)
+    mono = list(_cuts(tmp_path, n=1))
+    msg = (f"{tmp_path}/spk0-stereo.wav: 2-channel audio (cut spk0-stereo); features are single-channel: "
+           "pass --downmix (asr-hf features) to average the channels, or split the channels into cuts")
+    with pytest.raises(DataError) as err:
+        extract_cut(cut, make_extractor("fbank"))
+    assert str(err.value) == msg
+    with pytest.raises(DataError) as err:
+        compute_features(CutSet.from_cuts(mono + [cut]), "fbank", tmp_path / "fb", "train", jobs=1, progress=False)
+    assert str(err.value) == f"spk0-stereo: {msg}" and "\n" not in str(err.value)
+    assert not (tmp_path / "fb").exists() or not any((tmp_path / "fb").iterdir())  # nothing a later stage trusts
+
+    out = compute_features(CutSet.from_cuts(mono + [cut]), "fbank", tmp_path / "fb", "train", jobs=1,
+                           progress=False, downmix=True)  # fmt: skip
+    got = {c.id: c for c in out}["spk0-stereo"].load_features()
+    avg = tmp_path / "avg" / "spk0-avg.wav"
+    avg.parent.mkdir()
+    sf.write(avg, x.mean(axis=1), 16000, subtype="FLOAT")
+    ref = extract_cut(MonoCut("avg", 0.0, 1.0, 0, recording=Recording.from_file(avg)), make_extractor("fbank"))
+    np.testing.assert_allclose(got, ref, atol=0.05 + 2e-3 * np.abs(ref).max())
+    # features made with --downmix are not reused by a run that refuses multi-channel audio
+    with pytest.raises(DataError, match='stale: made with .*"downmix": true'):
+        compute_features(CutSet.from_cuts(mono + [cut]), "fbank", tmp_path / "fb", "train", jobs=1, progress=False)
+
+
+def test_cuts_of_each_channel_are_read_as_their_channel(tmp_path):
+    """Switchboard-style: one cut per side of a 2-channel recording is a deliberate channel
+    selection, neither refused nor averaged."""
+    from asr_hf.features.extract import extract_cut, make_extractor
+
+    cut, x = _stereo_cut(tmp_path)
+    sides = [MonoCut(f"side{ch}", 0.0, cut.duration, ch, recording=cut.recording) for ch in (0, 1)]
+    out = compute_features(CutSet.from_cuts(sides), "fbank", tmp_path / "fb", "train", jobs=1, progress=False)
+    for ch in (0, 1):
+        one = tmp_path / f"ch{ch}" / "one.wav"
+        one.parent.mkdir()
+        sf.write(one, x[:, ch], 16000, subtype="FLOAT")
+        ref = extract_cut(MonoCut("r", 0.0, 1.0, 0, recording=Recording.from_file(one)), make_extractor("fbank"))
+        got = {c.id: c for c in out}[f"side{ch}"].load_features()
+        np.testing.assert_allclose(got, ref, atol=0.05 + 2e-3 * np.abs(ref).max())
+
+
+def test_wav_shorter_than_its_header_is_refused_by_name(tmp_path):
+    """libsndfile clamps a cut-short WAV to the bytes present (Recording.from_file then
+    agrees with it); the header's data size is checked, and the file named."""
+    from asr_hf.features.extract import extract_cut, make_extractor
+
+    cuts = list(_cuts(tmp_path, n=2))
+    bad = cuts[0]
+    path = tmp_path / f"{bad.id}.wav"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 2 * 6000])  # 16-bit mono: 6000 samples short of 16000
+    with pytest.raises(DataError) as err:
+        extract_cut(bad, make_extractor("fbank"))
+    assert str(err.value) == f"{path}: truncated WAV: the header declares 16000 samples, the file holds 10000"
+    with pytest.raises(DataError) as err:
+        compute_features(CutSet.from_cuts(cuts), "fbank", tmp_path / "fb", "train", jobs=1, progress=False)
+    assert str(err.value) == f"{bad.id}: {path}: truncated WAV: the header declares 16000 samples, the file holds 10000"
+    assert not (tmp_path / "fb" / "cuts_train.jsonl.gz").exists() and not (tmp_path / "fb" / "feats_train").exists()
+    # a manifest made after the truncation agrees with the file; the header still does not
+    again = Recording.from_file(path, recording_id=bad.id)
+    with pytest.raises(DataError, match="truncated WAV"):
+        extract_cut(MonoCut(bad.id, 0.0, again.duration, 0, recording=again), make_extractor("fbank"))

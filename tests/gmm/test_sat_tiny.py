@@ -115,3 +115,20 @@ def test_dump_gmm_features_are_the_systems_adapted_features(tri3, systems, tiny_
     rc = main(["dump-gmm-feats", str(tri3), str(tiny_corpus.mfcc_cuts("test")), "--out", str(tmp_path / "f2")])
     assert rc == 2 and "decode_test.trans.npz: missing" in capsys.readouterr().err
     assert not (tmp_path / "f2" / "cuts_test.jsonl.gz").exists()
+    # transforms that do not cover every speaker of the cuts (another set's, or a stale decode)
+    from asr_hf.gmm.feats import speaker_of
+    from asr_hf.gmm.fmllr import save_transforms
+
+    speakers = sorted({speaker_of(c) for c in src})
+    dropped = speakers[0]
+    partial = tmp_path / "partial.trans.npz"
+    save_transforms(partial, {k: v for k, v in trans.items() if k != dropped})
+    first_cut = next(c.id for c in src if speaker_of(c) == dropped)
+    rc = main(["dump-gmm-feats", str(tri3), train, "--out", str(tmp_path / "f3"), "--split", "train",
+               "--trans", str(partial)])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err[-1] == (
+        f"asr-hf dump-gmm-feats: error: {partial}: no fMLLR transform for speaker {dropped} (cut {first_cut}; 1 of {len(speakers)} speakers "
+        f"of {train} missing); these transforms are from another set or run: re-run decode-gmm on these cuts"
+    )
+    assert not (tmp_path / "f3").exists()  # checked before anything is written

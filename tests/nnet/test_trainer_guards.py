@@ -1,6 +1,7 @@
 """Training guards: non-finite steps, newbob on NaN, strict JSON outputs, no final.pt from
 non-finite weights, refused resumes, and train_log.jsonl agreeing with the checkpoint."""
 
+import csv
 import itertools
 import json
 import math
@@ -120,6 +121,9 @@ def test_final_pt_refused_for_nonfinite_weights_and_summary_is_strict_json(recip
     saved = json.loads((exp / "train_summary.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
     assert saved["heldout_loss"] is None and (exp / "final.pt").is_file()
     assert _strict_rows(exp / "train_log.jsonl")[0]["heldout_acc"] is None
+    with open(exp / "train_log.csv", newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    assert row == {"index": "0", "wall_s": "0.0", "heldout_loss": "", "heldout_acc": ""}  # null, not nan/inf
 
 
 def test_resume_with_another_model_is_refused_before_anything_is_overwritten(recipe_root):
