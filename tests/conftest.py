@@ -29,7 +29,7 @@ class TinyCorpus:
         return self._features("mfcc") / f"cuts_{split}.jsonl.gz"
 
     def transcripts(self, split: str) -> list[str]:
-        from asr_hf.data.synth import load_cuts
+        from asr_hf.data.cuts import load_cuts
 
         return [c.supervisions[0].text for c in load_cuts(self.corpus_dir, split)]
 
@@ -44,7 +44,7 @@ class TinyCorpus:
         return out
 
     def _features(self, kind: str) -> Path:
-        from asr_hf.data.synth import load_cuts
+        from asr_hf.data.cuts import load_cuts
         from asr_hf.features.extract import compute_features
 
         out = self.root / kind

@@ -74,7 +74,7 @@ def _make_cuts(args: argparse.Namespace) -> int:
 
 
 def _text(args: argparse.Namespace) -> int:
-    from asr_hf.data.synth import load_cuts
+    from asr_hf.data.cuts import load_cuts
     from asr_hf.utils.io import atomic_output
 
     lines = [s.text for c in load_cuts(args.corpus, args.split) for s in c.supervisions if s.text]

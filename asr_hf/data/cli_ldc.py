@@ -141,12 +141,14 @@ def _export(args: argparse.Namespace) -> int:
 
 def _import(args: argparse.Namespace) -> int:
     from asr_hf.data.kaldi_dir import import_kaldi_dir
+    from asr_hf.data.paths import recordings_path, supervisions_path
     from asr_hf.utils import atomic_output
 
     recordings, supervisions = import_kaldi_dir(args.data_dir)
     split = args.split or args.data_dir.resolve().name
-    for name, manifest in (("recordings", recordings), ("supervisions", supervisions)):
-        with atomic_output(args.out / f"{name}_{split}.jsonl.gz") as tmp:
+    for path, manifest in ((recordings_path(args.out, split), recordings),
+                           (supervisions_path(args.out, split), supervisions)):
+        with atomic_output(path) as tmp:
             manifest.to_file(tmp)
     print(f"{split}: {len(supervisions)} utterances, {len(recordings)} recordings -> {args.out}")
     return 0

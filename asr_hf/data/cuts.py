@@ -3,7 +3,8 @@
 Real corpora (LDC BN/SWB) come as long recordings with segment supervisions;
 the synthetic ones are one utterance per recording.  Both end up as
 ``<corpus>/manifests/cuts_<split>.jsonl.gz`` (one supervision per cut, cut id =
-utterance id) plus ``<corpus>/lm_text.txt`` (training transcripts).
+utterance id) plus ``<corpus>/lm_text.txt`` (training transcripts);
+:func:`load_cuts` reads a split back.  File names: :mod:`asr_hf.data.paths`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,14 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
+from asr_hf.data.paths import (
+    SPLITS,
+    corpus_cuts_file,
+    lm_text_path,
+    recording_splits,
+    recordings_path,
+    supervisions_path,
+)
 from asr_hf.utils.errors import DataError
 from asr_hf.utils.io import Pathlike, atomic_output, mark_done
 
@@ -31,13 +40,12 @@ def cuts_from_manifests(manifest_dir: Pathlike, corpus_dir: Pathlike, splits: Se
     from lhotse import CutSet, RecordingSet, SupervisionSet
 
     manifest_dir, corpus_dir = Path(manifest_dir), Path(corpus_dir)
-    found = sorted(p.name[len("recordings_"):-len(".jsonl.gz")] for p in manifest_dir.glob("recordings_*.jsonl.gz"))
-    splits = list(splits or found)
+    splits = list(splits or recording_splits(manifest_dir))
     if not splits:
         raise DataError(str(manifest_dir), "no recordings_<split>.jsonl.gz manifests")
     for split in splits:
-        rec_path = manifest_dir / f"recordings_{split}.jsonl.gz"
-        sup_path = manifest_dir / f"supervisions_{split}.jsonl.gz"
+        rec_path = recordings_path(manifest_dir, split)
+        sup_path = supervisions_path(manifest_dir, split)
         for p in (rec_path, sup_path):
             if not p.is_file():
                 raise DataError(str(p), "missing manifest")
@@ -47,14 +55,29 @@ def cuts_from_manifests(manifest_dir: Pathlike, corpus_dir: Pathlike, splits: Se
             keep_overlapping=False
         )
         fixed = CutSet.from_cuts(c.with_id(c.supervisions[0].id) for c in cuts).sort_by_recording_id()
-        with atomic_output(corpus_dir / "manifests" / f"cuts_{split}.jsonl.gz") as tmp:
+        with atomic_output(corpus_cuts_file(corpus_dir, split)) as tmp:
             fixed.to_file(tmp)
         log.info("%s: %d utterance cuts", split, len(fixed))
         if split == lm_split:
-            with atomic_output(corpus_dir / "lm_text.txt") as tmp:
+            with atomic_output(lm_text_path(corpus_dir)) as tmp:
                 tmp.write_text("".join(f"{s.text}\n" for s in sups if s.text), encoding="utf-8")
     mark_done(corpus_dir)
     return corpus_dir
+
+
+def load_cuts(corpus_dir: Pathlike, split: str):
+    """The raw-audio CutSet of one split of a synthesized or prepared corpus."""
+    from lhotse import CutSet
+
+    path = corpus_cuts_file(corpus_dir, split)
+    if not path.is_file():
+        raise DataError(str(path), "missing; run the data preparation stage first")
+    return CutSet.from_file(path)
+
+
+def splits_present(corpus_dir: Pathlike) -> Sequence[str]:
+    """The standard splits (:data:`asr_hf.data.paths.SPLITS`) whose cuts ``corpus_dir`` holds."""
+    return [s for s in SPLITS if corpus_cuts_file(corpus_dir, s).is_file()]
 
 
 def speed_perturb(cuts, factors: Sequence[float]):

@@ -53,6 +53,7 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
+from asr_hf.data.paths import SPLITS, lm_text_path, manifest_name, manifests_dir
 from asr_hf.data.text import read_fortunes, select_sentences, split_disjoint
 from asr_hf.utils.errors import DataError
 from asr_hf.utils.io import Pathlike, atomic_output, is_done, mark_done
@@ -60,7 +61,6 @@ from asr_hf.utils.procs import pool_kwargs
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "dev", "test")
 
 # espeak-ng English accents (its own voices; the MBROLA ones need extra data files).
 ESPEAK_ACCENTS = (
@@ -479,7 +479,7 @@ def synthesize_corpus(
         it = pool.map(render_utterance, plan, chunksize=8)
         for res in tqdm(it, total=len(plan), desc=f"synth {style}", disable=not progress):
             results[res["utt_id"]] = res
-    manifest_dir = out_dir / "manifests"
+    manifest_dir = manifests_dir(out_dir)
     manifest_dir.mkdir(parents=True, exist_ok=True)
     stats: dict[str, dict] = {}
     for split in SPLITS:
@@ -514,7 +514,7 @@ def synthesize_corpus(
             for r, s in zip(recs, sups)
         ).sort_by_recording_id()
         for name, obj in (("recordings", rec_set), ("supervisions", sup_set), ("cuts", cuts)):
-            target = manifest_dir / f"{name}_{split}.jsonl.gz"
+            target = manifest_dir / manifest_name(name, split)
             with atomic_output(target) as tmp:
                 obj.to_file(tmp)
         words = [w for s in sups for w in s.text.split()]
@@ -526,7 +526,7 @@ def synthesize_corpus(
             "vocabulary": len(set(words)),
         }
     lm_sentences = _lm_text(text.train, {j.text for j in plan if j.split == "train"}, spec.lm_sentences)
-    with atomic_output(out_dir / "lm_text.txt") as tmp:
+    with atomic_output(lm_text_path(out_dir)) as tmp:
         tmp.write_text("\n".join(lm_sentences) + "\n", encoding="utf-8")
     with atomic_output(out_dir / "speakers.json") as tmp:
         tmp.write_text(
@@ -597,20 +597,6 @@ def _lm_text(pool: list[str], spoken: set[str], cap: Optional[int]) -> list[str]
     first = [s for s in pool if s in spoken]
     rest = [s for s in pool if s not in spoken]
     return first + rest[: max(0, cap - len(first))]
-
-
-def load_cuts(corpus_dir: Pathlike, split: str):
-    """The raw-audio CutSet of one split of a synthesized or prepared corpus."""
-    from lhotse import CutSet
-
-    path = Path(corpus_dir) / "manifests" / f"cuts_{split}.jsonl.gz"
-    if not path.is_file():
-        raise DataError(str(path), "missing; run the data preparation stage first")
-    return CutSet.from_file(path)
-
-
-def splits_present(corpus_dir: Pathlike) -> Sequence[str]:
-    return [s for s in SPLITS if (Path(corpus_dir) / "manifests" / f"cuts_{s}.jsonl.gz").is_file()]
 
 
 def describe_sizes() -> Iterable[str]:

@@ -20,6 +20,8 @@ import json
 from pathlib import Path
 from typing import Optional
 
+from asr_hf.data.paths import split_of
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("mkgraph", help="build HCLG for a lang dir and a GMM system (Kaldi mkgraph.sh)")
@@ -112,11 +114,6 @@ def _config(args: argparse.Namespace):
     return cfg, sweep, source
 
 
-def _set_name(cuts: Path) -> str:
-    name = cuts.name.split(".")[0]
-    return name[len("cuts_") :] if name.startswith("cuts_") else name
-
-
 def _mkgraph(args: argparse.Namespace) -> int:
     from asr_hf.decode.graph import GraphConfig, mkgraph
 
@@ -130,7 +127,7 @@ def _decode_gmm(args: argparse.Namespace) -> int:
     from asr_hf.decode.gmm_decode import decode_gmm, export_gmm_loglikes
 
     cfg, sweep, source = _config(args)
-    set_name = args.set_name or _set_name(args.cuts)
+    set_name = args.set_name or split_of(args.cuts)
     rec = decode_gmm(
         args.exp, args.cuts, set_name, args.graph, args.out, cfg, acwts=sweep, acwt_source=source,
         ignore_words=_ignored(args.ignore),

@@ -39,7 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _features(args: argparse.Namespace) -> int:
-    from asr_hf.data.synth import load_cuts, splits_present
+    from asr_hf.data.cuts import load_cuts, splits_present
+    from asr_hf.data.paths import cmvn_ark_path, cmvn_scp_path
     from asr_hf.features.cmvn import compute_cmvn_stats, write_cmvn
     from asr_hf.features.extract import compute_features
     from asr_hf.utils.errors import DataError
@@ -59,9 +60,9 @@ def _features(args: argparse.Namespace) -> int:
             raw, args.kind, args.out, split, jobs=args.jobs,
             sampling_rate=args.sampling_rate, skip_bad=args.skip_bad, downmix=args.downmix, **opts,
         )  # fmt: skip
-        cmvn = args.out / f"cmvn_{split}.ark"
+        cmvn = cmvn_ark_path(args.out, split)
         if not cmvn.is_file():
-            write_cmvn(compute_cmvn_stats(cuts), cmvn, args.out / f"cmvn_{split}.scp")
+            write_cmvn(compute_cmvn_stats(cuts), cmvn, cmvn_scp_path(args.out, split))
     return 0
 
 

@@ -30,6 +30,7 @@ from lhotse.audio.backend import audio_backend
 from lhotse.features.base import FeatureExtractor, register_extractor
 from tqdm import tqdm
 
+from asr_hf.data.paths import cuts_file, feature_config_path, feature_storage_dir, skipped_path
 from asr_hf.utils.errors import DataError
 from asr_hf.utils.io import Pathlike, atomic_output, is_done, mark_done
 from asr_hf.utils.procs import pool_kwargs
@@ -396,12 +397,12 @@ def compute_features(
     """
     out_dir = Path(out_dir).resolve()  # manifests store absolute feature paths
     marker = f"{split}"
-    target = out_dir / f"cuts_{split}.jsonl.gz"
+    target = cuts_file(out_dir, split)
     extractor = make_extractor(kind, **options)
     wanted_config = {"kind": kind, **{k: options[k] for k in sorted(options)}}
     if downmix:  # only when set, so feature dirs made before the option stay valid
         wanted_config["downmix"] = True
-    config_path = out_dir / f"feature_config_{split}.json"
+    config_path = feature_config_path(out_dir, split)
     if is_done(out_dir, marker) and target.is_file():
         if config_path.is_file():
             made = json.loads(config_path.read_text())
@@ -412,7 +413,7 @@ def compute_features(
                     f"{json.dumps(wanted_config, sort_keys=True)}; remove {out_dir} (or use another --out) to recompute",
                 )
         existing = CutSet.from_file(target)
-        skipped = out_dir / f"skipped_{split}.txt"
+        skipped = skipped_path(out_dir, split)
         had = set(existing.ids)
         if skipped.is_file():
             had |= {line.split("\t", 1)[0] for line in skipped.read_text().splitlines() if line}
@@ -453,7 +454,7 @@ def compute_features(
     n_chunks = max(1, min(len(cut_list), jobs * 4))
     size = math.ceil(len(cut_list) / n_chunks)
     chunks = [cut_list[i : i + size] for i in range(0, len(cut_list), size)]
-    feats_dir = out_dir / f"feats_{split}"
+    feats_dir = feature_storage_dir(out_dir, split)
     with atomic_output(feats_dir, is_dir=True) as tmp_dir:
         tasks = [
             (CutSet.from_cuts(ch), extractor, str(tmp_dir / f"part{i:04d}"), sampling_rate, skip_bad, downmix,
@@ -483,7 +484,7 @@ def compute_features(
     with atomic_output(target) as tmp:
         out.to_file(tmp)
     if bad:
-        with atomic_output(out_dir / f"skipped_{split}.txt") as tmp:
+        with atomic_output(skipped_path(out_dir, split)) as tmp:
             tmp.write_text("".join(f"{c}\t{m}\n" for c, m in bad))
     with atomic_output(config_path) as tmp:
         tmp.write_text(json.dumps(wanted_config, sort_keys=True))
@@ -505,6 +506,6 @@ def _duplicates(ids) -> list[str]:
 def remove_features(out_dir: Pathlike, split: str) -> None:
     """Delete one split's features (manifest, archives, marker)."""
     out_dir = Path(out_dir)
-    shutil.rmtree(out_dir / f"feats_{split}", ignore_errors=True)
-    for p in (out_dir / f"cuts_{split}.jsonl.gz", out_dir / f".{split}.done", out_dir / f"feature_config_{split}.json"):
+    shutil.rmtree(feature_storage_dir(out_dir, split), ignore_errors=True)
+    for p in (cuts_file(out_dir, split), out_dir / f".{split}.done", feature_config_path(out_dir, split)):
         p.unlink(missing_ok=True)

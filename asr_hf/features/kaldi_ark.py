@@ -13,6 +13,7 @@ import numpy as np
 from lhotse import CutSet, LilcomChunkyWriter, MonoCut, SupervisionSegment
 from lhotse.features import Features
 
+from asr_hf.data.paths import cuts_file, feature_archive_path
 from asr_hf.utils.errors import DataError
 from asr_hf.utils.io import Pathlike, atomic_output
 
@@ -74,7 +75,7 @@ def import_features_ark(
     path = str(feats)
     reader = kaldi_io.read_mat_scp if path.endswith(".scp") else kaldi_io.read_mat_ark
     cuts = []
-    storage = out_dir / f"feats_{name}.lca"
+    storage = feature_archive_path(out_dir, name)
     with atomic_output(storage) as tmp_storage:
         with LilcomChunkyWriter(tmp_storage) as writer:
             for key, mat in reader(path):
@@ -98,6 +99,6 @@ def import_features_ark(
     if not cuts:
         raise DataError(str(feats), "no feature matrices found")
     cs = CutSet.from_cuts(cuts)
-    with atomic_output(out_dir / f"cuts_{name}.jsonl.gz") as tmp:
+    with atomic_output(cuts_file(out_dir, name)) as tmp:
         cs.to_file(tmp)
     return cs

@@ -17,6 +17,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from asr_hf.data.paths import ali_cmvn_path, ali_transforms_path, cuts_file, system_ali_dir
 from asr_hf.gmm.align import AliArchive, AlignOptions
 from asr_hf.gmm.model import GmmSystem, save_cmvn_npz
 from asr_hf.gmm.passes import AliSource, PassResult, PassRunner, PassSpec, default_jobs, log_failures, split_cuts
@@ -107,8 +108,8 @@ def align(
     from asr_hf.lang.lang_dir import LangDir
 
     exp_dir = Path(exp_dir)
-    out_dir = Path(out_dir) if out_dir is not None else exp_dir / "ali"
-    if not force and is_done(out_dir, split) and (out_dir / f"cuts_{split}.jsonl.gz").is_file():
+    out_dir = Path(out_dir) if out_dir is not None else system_ali_dir(exp_dir)
+    if not force and is_done(out_dir, split) and cuts_file(out_dir, split).is_file():
         log.info("alignments %s/%s already complete", out_dir, split)
         return {"split": split, "skipped": True}
     system = GmmSystem.load(exp_dir)
@@ -120,7 +121,7 @@ def align(
     shards = split_cuts([cuts_path], work / f"split{jobs}", jobs)
     with PassRunner(shards, lang_dir, jobs) as runner:
         cmvn = compute_cmvn(runner)
-        save_cmvn_npz(out_dir / f"cmvn_{split}.npz", cmvn)
+        save_cmvn_npz(ali_cmvn_path(out_dir, split), cmvn)
         fmllr_summary = None
         if system.pipeline.speaker_adaptive:
             fmllr_summary = _speaker_transforms(system, exp_dir, runner, cmvn, work, out_dir, split, opts, lang)
@@ -153,5 +154,5 @@ def _speaker_transforms(system: GmmSystem, exp_dir: Path, runner: PassRunner, cm
     xforms, summary = estimate_with_runner(runner, system, cmvn, si_ali, settings.silence_phones,
                                            settings.align_silence_weight, settings.num_iters, settings.min_count)  # fmt: skip
     system.speaker_transforms = xforms
-    save_transforms(out_dir / f"trans_{split}.npz", xforms)
+    save_transforms(ali_transforms_path(out_dir, split), xforms)
     return {k: v for k, v in summary.items() if k != "auxf_traces_per_frame"}

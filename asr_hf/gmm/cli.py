@@ -16,19 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-from pathlib import Path
 
+from asr_hf.data.paths import split_of
 from asr_hf.gmm.feats import FeaturePipeline
 
 
 def _cuts(arg: str) -> list[str]:
     return [p for p in arg.split(",") if p]
-
-
-def _split_name(path: str) -> str:
-    m = re.search(r"cuts_([^/]+?)\.jsonl(\.gz)?$", path)
-    return m.group(1) if m else Path(path).name.split(".")[0]
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -140,7 +134,7 @@ def _align_opts(args):
 def _dump_gmm_feats(args) -> int:
     from asr_hf.gmm.dump import dump_gmm_features
 
-    split = args.split or _split_name(args.cuts)
+    split = args.split or split_of(args.cuts)
     print(dump_gmm_features(args.exp, args.cuts, args.out, split, args.trans))
     return 0
 
@@ -203,7 +197,7 @@ def _align(args) -> int:
     cuts = _cuts(args.cuts)
     if len(cuts) != 1:
         raise SystemExit("align takes one cut manifest")
-    summary = align(args.exp, args.lang, cuts[0], args.split or _split_name(cuts[0]), out_dir=args.out,
+    summary = align(args.exp, args.lang, cuts[0], args.split or split_of(cuts[0]), out_dir=args.out,
                     jobs=args.jobs, opts=_align_opts(args), force=args.force)  # fmt: skip
     print(json.dumps(summary))
     return 0

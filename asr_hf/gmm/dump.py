@@ -106,13 +106,14 @@ def dump_gmm_features(
     from lhotse.features.io import LilcomChunkyWriter
     from lhotse.utils import fastcopy
 
+    from asr_hf.data.paths import cuts_file, feature_storage_dir
     from asr_hf.gmm.feats import compute_cmvn_stats
     from asr_hf.gmm.fmllr import load_transforms
     from asr_hf.gmm.model import GmmSystem
 
     exp_dir = Path(exp_dir)
     out_dir = Path(out_dir).resolve()
-    target = out_dir / f"cuts_{split}.jsonl.gz"
+    target = cuts_file(out_dir, split)
     record = out_dir / f"gmm_source_{split}.json"
     system = GmmSystem.load(exp_dir)
     pipeline = system.pipeline
@@ -136,7 +137,7 @@ def dump_gmm_features(
         _check_coverage(cuts, xforms, path, cuts_path)
     cmvn = compute_cmvn_stats(cuts) if pipeline.cmvn else {}
     out = []
-    feats_dir = out_dir / f"feats_{split}"
+    feats_dir = feature_storage_dir(out_dir, split)
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_output(feats_dir, is_dir=True) as tmp_dir:
         with LilcomChunkyWriter(str(tmp_dir / "part0000")) as writer:

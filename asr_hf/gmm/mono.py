@@ -27,6 +27,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from asr_hf.data.paths import system_ali_dir
 from asr_hf.gmm.align import AlignOptions
 from asr_hf.gmm.aligner import align_with_runner, compute_cmvn
 from asr_hf.gmm.feats import FeaturePipeline
@@ -168,7 +169,7 @@ def train_mono(
         system.save(exp_dir)
         t_train = time.time() - t_start
         _, summary = align_with_runner(
-            system, runner, cmvn, exp_dir, exp_dir / "ali", "train", cuts_paths, schedule.align,
+            system, runner, cmvn, exp_dir, system_ali_dir(exp_dir), "train", cuts_paths, schedule.align,
             silence_phones=silence, model_path=exp_dir / "final.mdl",
         )  # fmt: skip
     for j in range(len(shards)):

@@ -24,6 +24,7 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
+from asr_hf.data.paths import ali_info_path, cuts_file, failed_path, pdf_ali_dir, pdf_counts_path, tid_ali_path
 from asr_hf.gmm.align import AliArchive
 from asr_hf.utils.errors import DataError
 from asr_hf.utils.io import Pathlike, atomic_output, mark_done
@@ -77,7 +78,7 @@ def attach_pdf_alignments(
     counts = np.zeros(num_pdfs, dtype=np.int64)
     kept = []
     failed = list(failed)
-    storage = out_dir / f"pdf_ali_{split}"
+    storage = pdf_ali_dir(out_dir, split)
     with atomic_output(storage, is_dir=True) as tmp_dir:
         writer = NumpyFilesWriter(str(tmp_dir))
         for cut in cuts:
@@ -111,14 +112,14 @@ def attach_pdf_alignments(
     if not fixed:
         raise DataError(split, "no utterance could be aligned")
     cs = CutSet.from_cuts(fixed)
-    with atomic_output(out_dir / f"cuts_{split}.jsonl.gz") as tmp:
+    with atomic_output(cuts_file(out_dir, split)) as tmp:
         cs.to_file(tmp)
     if tid_alis is not None:
-        AliArchive.write(out_dir / f"ali_{split}.npz", {c.id: tid_alis[c.id] for c in fixed})
-    write_pdf_counts(out_dir / f"pdf_counts_{split}.txt", counts)
-    with atomic_output(out_dir / f"failed_{split}.txt") as tmp:
+        AliArchive.write(tid_ali_path(out_dir, split), {c.id: tid_alis[c.id] for c in fixed})
+    write_pdf_counts(pdf_counts_path(out_dir, split), counts)
+    with atomic_output(failed_path(out_dir, split)) as tmp:
         tmp.write_text("".join(f"{c}\t{r}\n" for c, r in failed))
-    info_path = out_dir / "info.json"
+    info_path = ali_info_path(out_dir)
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}
     info["num_pdfs"] = int(num_pdfs)
     info.setdefault("splits", {})[split] = {
@@ -133,7 +134,7 @@ def attach_pdf_alignments(
         tmp.write_text(json.dumps(info, indent=1) + "\n")
     mark_done(out_dir, split)
     if failed:
-        log.warning("%s: %d utterances not aligned (see %s)", split, len(failed), out_dir / f"failed_{split}.txt")
+        log.warning("%s: %d utterances not aligned (see %s)", split, len(failed), failed_path(out_dir, split))
     log.info("%s: wrote %d aligned cuts, %d frames, %d/%d pdfs seen", split, len(fixed), int(counts.sum()),
              int(np.count_nonzero(counts)), num_pdfs)
     return cs

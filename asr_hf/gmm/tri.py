@@ -25,6 +25,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from asr_hf.data.paths import system_ali_dir, tid_ali_path
 from asr_hf.gmm.align import AliArchive, AlignOptions
 from asr_hf.gmm.aligner import align_with_runner, compute_cmvn
 from asr_hf.gmm.feats import FeaturePipeline
@@ -245,7 +246,7 @@ def train_tied(
     if is_done(exp_dir):
         log.info("triphone system %s already complete", exp_dir)
         return GmmSystem.load(exp_dir)
-    src_ali = src_dir / "ali" / "ali_train.npz"
+    src_ali = tid_ali_path(system_ali_dir(src_dir), "train")
     if not src_ali.is_file():
         raise DataError(str(src_ali), "missing; train (or align) the source system first")
     t_start = time.time()
@@ -304,14 +305,14 @@ def train_tied(
         system.save(exp_dir)
         t_train = time.time() - t_start
         _, summary = align_with_runner(
-            system, runner, cmvn, exp_dir, exp_dir / "ali", "train", cuts_paths, schedule.align,
+            system, runner, cmvn, exp_dir, system_ali_dir(exp_dir), "train", cuts_paths, schedule.align,
             silence_phones=silence, model_path=exp_dir / "final.mdl",
         )  # fmt: skip
     for j in range(len(shards)):
         ali_path(j).unlink(missing_ok=True)
         prev_ali(j).unlink(missing_ok=True)
     agreement = phone_alignment_agreement(
-        prev.info, AliArchive.read(src_ali), system.info, AliArchive.read(exp_dir / "ali" / "ali_train.npz")
+        prev.info, AliArchive.read(src_ali), system.info, AliArchive.read(tid_ali_path(system_ali_dir(exp_dir), "train"))
     )
     summary.update(
         train_seconds=round(t_train, 3), total_seconds=round(time.time() - t_start, 3),

@@ -237,15 +237,17 @@ class Trainer:
     def _load_data(self) -> tuple[FrameSet, FrameSet, int, np.ndarray]:
         from lhotse import CutSet
 
+        from asr_hf.data.paths import ali_info_path, cuts_file
+
         d = self.cfg.data
-        feats = self.root / d.feats_dir / f"cuts_{d.train_split}.jsonl.gz"
-        ali = self.root / d.ali_dir / f"cuts_{d.train_split}.jsonl.gz"
+        feats = cuts_file(self.root / d.feats_dir, d.train_split)
+        ali = cuts_file(self.root / d.ali_dir, d.train_split)
         for p in (feats, ali):
             if not p.is_file():
                 raise DataError(str(p), "missing; run the feature / alignment stages first")
         num_pdfs = int(d.num_pdfs)
         if num_pdfs <= 0:
-            info = self.root / d.ali_dir / "info.json"
+            info = ali_info_path(self.root / d.ali_dir)
             if not info.is_file():
                 raise DataError(str(info), "missing; set data.num_pdfs or run the alignment stage")
             num_pdfs = int(json.loads(info.read_text())["num_pdfs"])

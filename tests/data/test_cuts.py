@@ -5,7 +5,7 @@ from fixtures_ldc import SWBD_EXPECTED, make_eval2000, make_swbd
 
 from asr_hf.data.cuts import cuts_from_manifests
 from asr_hf.data.ldc import prepare_swbd
-from asr_hf.data.synth import load_cuts
+from asr_hf.data.cuts import load_cuts
 from asr_hf.features.extract import compute_features
 
 

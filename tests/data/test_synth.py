@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from asr_hf.data.cuts import load_cuts
 from asr_hf.data.synth import (
     SIZES,
     CorpusSize,
@@ -12,7 +13,6 @@ from asr_hf.data.synth import (
     _run_sox,
     channel_effects,
     held_out_sentences,
-    load_cuts,
     make_speakers,
     plan_corpus,
     render_utterance,
