@@ -134,6 +134,12 @@ def test_distributed_hf_iterations_equal_single_process(two_process_results, nam
                     # iterations); the kept iterates, the chosen step and theta agree
                     assert abs(a[k] - b[k]) <= 1, k
                     continue
+                if k == "rho":
+                    # (f(theta + p) - f(theta)) / q(p): a difference of two nearly equal
+                    # float32 held-out losses, so summation order moves it at ~1e-6
+                    # (hf_lbfgs_sampled: -0.9805179 vs -0.9805170) while theta agrees to 1e-9
+                    assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-12), k
+                    continue
                 assert a[k] == pytest.approx(b[k], rel=1e-8, abs=1e-12), k
         assert d_state["sampler"]["iteration"] == state["sampler"]["iteration"]
     # both ranks end bitwise identical: nothing rank-dependent survives the reductions
