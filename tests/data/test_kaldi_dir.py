@@ -13,14 +13,8 @@ from lhotse import RecordingSet, SupervisionSet
 from lhotse.audio import AudioSource, Recording
 from lhotse.supervision import SupervisionSegment
 
-from asr_hf.data.kaldi_dir import (
-    export_kaldi_dir,
-    import_kaldi_dir,
-    read_sphere_header,
-    sphere_recording,
-    validate_kaldi_dir,
-    wav_scp_entry,
-)
+from asr_hf.data.kaldi_dir import export_kaldi_dir, import_kaldi_dir, validate_kaldi_dir, wav_scp_entry
+from asr_hf.data.sphere import read_sphere_header, sphere_recording
 from asr_hf.utils import DataError
 
 needs_sox = pytest.mark.skipif(shutil.which("sox") is None, reason="needs the sox binary")
