@@ -1,6 +1,7 @@
 """Synthetic multi-speaker corpora in Broadcast-News and Switchboard styles.
 
-(About 600 lines: voices, channel effects, text pools and the corpus plan are one generator; the sox/espeak-ng helpers are small.)
+(About 600 lines: voices, channel effects, text pools and the corpus plan are one generator;
+the sox/espeak-ng helpers are small.)
 
 The real LDC corpora are licensed, so the default recipes run on speech made
 here with Debian's synthesizers: espeak-ng (English accents x voice variants)

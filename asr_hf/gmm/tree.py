@@ -1,6 +1,8 @@
 """Phonetic decision trees for tied context-dependent states (Kaldi-compatible).
 
-(About 860 lines: Kaldi's tree pipeline, statistics -> phone clustering -> questions -> greedy splitting -> leaf clustering, is one data flow over one statistics type; split along those stages when it grows.)
+(About 860 lines: Kaldi's tree pipeline, statistics -> phone clustering -> questions ->
+greedy splitting -> leaf clustering, is one data flow over one statistics type; split along
+those stages when it grows.)
 
 kaldi-hmm-gmm has no tree building, so this module implements the pieces of
 Kaldi's ``acc-tree-stats`` / ``cluster-phones`` / ``compile-questions`` /

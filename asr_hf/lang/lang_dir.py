@@ -1,6 +1,7 @@
 """Kaldi's lang directory: phone/word tables, disambiguation symbols, HMM topology, L.fst.
 
-(About 850 lines: :class:`LangDir`, the reader every later stage uses, is half of it and belongs beside the writer :func:`prepare_lang`, so that the layout is defined once.)
+(About 850 lines: :class:`LangDir`, the reader every later stage uses, is half of it and
+belongs beside the writer :func:`prepare_lang`, so that the layout is defined once.)
 
 :func:`prepare_lang` does what Kaldi's ``utils/prepare_lang.sh`` does for a
 lexicon without pronunciation or silence probabilities, and :class:`LangDir`

@@ -1,6 +1,7 @@
 """N-gram language models: Kneser-Ney training, ARPA scoring, G.fst.
 
-(About 650 lines: training, ARPA scoring and G.fst share the ARPA model :class:`ArpaLM`; the scorer is a third of the file.)
+(About 650 lines: training, ARPA scoring and G.fst share the ARPA model :class:`ArpaLM`; the
+scorer is a third of the file.)
 
 * :func:`train_lm` counts n-grams with kaldingram and estimates either
   interpolated **modified** Kneser-Ney (Chen & Goodman 1998, three discounts
