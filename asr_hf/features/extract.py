@@ -11,6 +11,7 @@ an utterance of ``n`` samples has ``1 + (n - window) // shift`` frames.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -237,6 +238,14 @@ def _unwrap(exc: BaseException) -> BaseException:
 
 
 def wav_truncation(path: Pathlike) -> Optional[str]:
+    """See :func:`_wav_truncation`; read once per file and worker (a recording's segments,
+    e.g. every utterance of a BN episode, share its header)."""
+    st = os.stat(path)
+    return _wav_truncation(os.fspath(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4096)
+def _wav_truncation(path: str, size: int, mtime_ns: int) -> Optional[str]:
     """The problem with a RIFF/WAVE file whose ``data`` chunk is declared longer than the
     bytes the file holds (a copy cut short), else ``None``.
 
@@ -245,7 +254,6 @@ def wav_truncation(path: Pathlike) -> Optional[str]:
     size of 0 or 0xFFFFFFFF (streaming writers that never patched the header) is unknown,
     not a truncation.
     """
-    size = os.path.getsize(path)
     with open(path, "rb") as f:
         head = f.read(12)
         if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
