@@ -368,6 +368,12 @@ class Trainer:
         self.state = TrainState(**payload["state"])
         self.state.world_size = self.world_size
         log.info("resumed from %s (epoch/iteration %d, %.1f s trained)", path, self.state.epoch, self.state.wall_s)
+        if self.state.done and self.state.stop_reason == "converged" and not self._converged():
+            # a converged run resumed under a tighter trainer.convergence trains on (Kaldi's
+            # "continue from the final model with new options"); its history is kept
+            log.info("the checkpoint stopped by convergence; under trainer.convergence %s it has not: training on",
+                     dict(self.cfg.trainer.convergence))  # fmt: skip
+            self.state.done, self.state.stop_reason = False, ""
 
     # ---------------------------------------------------------------- logging
     def _log(self, row: dict[str, Any]) -> None:

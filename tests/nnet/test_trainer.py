@@ -115,6 +115,25 @@ def test_hf_training_and_resume(recipe_root, optim):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=n)
 
 
+@pytest.mark.slow
+def test_converged_run_resumed_under_a_tighter_rule_trains_on(recipe_root):
+    """A run stopped by trainer.convergence stays stopped when resumed under the same rule,
+    and trains on (history kept) when resumed under a tighter one."""
+    over = ["optim=hf", "optim.options.cg_max_iters=10", "trainer.max_iters=40", "trainer.convergence.window=1",
+            f"trainer.exp_dir={recipe_root}/exp/conv_resume"]
+    loose = Trainer(_cfg(recipe_root, *over, "trainer.convergence.rel_tol=0.5"), root=recipe_root)
+    first = loose.train()
+    assert first["stop_reason"] == "converged" and first["epochs_or_iters"] < 6
+    same = Trainer(_cfg(recipe_root, *over, "trainer.convergence.rel_tol=0.5"), root=recipe_root)
+    assert same.train()["epochs_or_iters"] == first["epochs_or_iters"]
+    tight = Trainer(_cfg(recipe_root, *over, "trainer.max_iters=6", "trainer.convergence.rel_tol=1e-9"),
+                    root=recipe_root)
+    more = tight.train()
+    assert more["epochs_or_iters"] == 6 and more["stop_reason"] == "max_iters"
+    rows = [json.loads(x) for x in (recipe_root / "exp" / "conv_resume" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["index"] for r in rows] == list(range(7))  # the first run's rows, then the new ones
+
+
 def test_bf16_autocast_trains_first_order_and_is_refused_for_curvature_methods(recipe_root):
     cfg = _cfg(recipe_root, "optim=sgd", "trainer.bf16=true", "trainer.max_epochs=2",
                f"trainer.exp_dir={recipe_root}/exp/bf16")
