@@ -424,8 +424,10 @@ def hf_speedup_section(exp_root: Pathlike, baseline: str = "hf") -> str:
         f"## HF speed-up at baseline `{baseline}`'s final held-out cross-entropy\n\n"
         "The target is the baseline's final held-out CE: its converged CE where the stop column says "
         "`converged`. Speed-up = baseline time to target / candidate time to target (a miss counts as 0x); "
-        "work ratio = baseline / candidate gradient + curvature examples to the target; WER differences "
-        "with 95% paired-bootstrap intervals.\n\n"
+        "work ratio = baseline / candidate gradient + curvature examples to the target; CG its (s) / HF it = "
+        "median over the run of CG iterations (seconds) per HF iteration, its ratio baseline / candidate (> 1: "
+        "the candidate's solves are shorter); total examples = gradient + curvature examples of the whole run; "
+        "WER differences with 95% paired-bootstrap intervals.\n\n"
     )
     return head + seed_table(summaries) + "\nPer seed:\n\n" + speedup_table(results)
 

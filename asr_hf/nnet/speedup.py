@@ -13,6 +13,9 @@ geometric sampling reaches the held-out cross-entropy that baseline HF converges
   passes over one frame each; a GGN product costs about one gradient per frame) and
   CG iterations, up to the first logged iteration at the target;
 * speed-up = baseline time to target / candidate time to target;
+* per run: total work (every example and CG iteration of the whole run), and the median
+  CG iterations and CG seconds per HF iteration (the preconditioner's figure: Krylov
+  iterations saved per solve);
 * WER difference per decoded set (candidate - baseline, absolute %) with its 95%
   paired-bootstrap interval over utterances (Bisani & Ney 2004).
 
@@ -61,6 +64,18 @@ def time_to_target(rows: Sequence[dict], target: float) -> Optional[float]:
 WORK_KEYS = ("opt_examples_grad", "opt_examples_curv", "opt_cg_iters_total")
 
 
+def total_work(rows: Sequence[dict]) -> dict[str, float]:
+    """The run's cumulative work counters at its last logged iteration."""
+    last = rows[-1]
+    return {k[len("opt_"):]: float(last.get(k) or 0.0) for k in WORK_KEYS}
+
+
+def median_per_iteration(rows: Sequence[dict], key: str) -> Optional[float]:
+    """Median over the run's HF iterations of a per-iteration statistic (e.g. ``opt_cg_iters``)."""
+    vals = [float(r[key]) for r in rows if isinstance(r.get(key), (int, float))]
+    return statistics.median(vals) if vals else None
+
+
 def work_to_target(rows: Sequence[dict], target: float) -> Optional[dict[str, float]]:
     """Cumulative work counters at the first logged iteration with ``heldout_loss <= target``."""
     for r in rows:
@@ -88,6 +103,13 @@ class Speedup:
     baseline_iters: int = 0
     candidate_iters: int = 0
     candidate_total_time_s: float = 0.0
+    baseline_total_work: Optional[dict[str, float]] = None
+    candidate_total_work: Optional[dict[str, float]] = None
+    #: median over the run of CG iterations / CG seconds per HF iteration
+    baseline_cg_iters: Optional[float] = None
+    candidate_cg_iters: Optional[float] = None
+    baseline_cg_s: Optional[float] = None
+    candidate_cg_s: Optional[float] = None
 
 
 def _summary(exp_dir: Path) -> dict[str, Any]:
@@ -132,6 +154,11 @@ def compare_runs(baseline: Pathlike, candidate: Pathlike, target: Optional[float
         baseline_stop=b_sum.get("stop_reason", ""), candidate_stop=c_sum.get("stop_reason", ""),
         baseline_iters=len(b_rows) - 1, candidate_iters=len(c_rows) - 1,
         candidate_total_time_s=float(c_rows[-1]["wall_s"]),
+        baseline_total_work=total_work(b_rows), candidate_total_work=total_work(c_rows),
+        baseline_cg_iters=median_per_iteration(b_rows, "opt_cg_iters"),
+        candidate_cg_iters=median_per_iteration(c_rows, "opt_cg_iters"),
+        baseline_cg_s=median_per_iteration(b_rows, "opt_time_cg"),
+        candidate_cg_s=median_per_iteration(c_rows, "opt_time_cg"),
     )  # fmt: skip
 
 
@@ -139,11 +166,20 @@ def _work(w: Optional[dict[str, float]]) -> Optional[float]:
     return None if w is None else w["examples_grad"] + w["examples_curv"]
 
 
+def _pair(a: Optional[float], b: Optional[float], fmt: str, scale: float = 1.0) -> str:
+    return " / ".join("-" if v is None else fmt.format(v * scale) for v in (a, b))
+
+
+def _ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
+    return a / b if a is not None and b else None
+
+
 def speedup_table(results: Sequence[Speedup]) -> str:
     """Markdown table of :func:`compare_runs` results, one row per (candidate, seed)."""
     sets = sorted({s for r in results for s in r.wer})
     head = ["baseline", "candidate", "target CE", "baseline s", "candidate s", "speed-up", "work ratio",
-            "cand. final CE", "iters base / cand", "stop base / cand"]  # fmt: skip
+            "cand. final CE", "iters base / cand", "stop base / cand", "CG its / HF it base / cand",
+            "CG s / HF it base / cand", "total examples (M) base / cand"]  # fmt: skip
     head += [f"{s} WER base / cand, diff [95% CI]" for s in sets]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
@@ -152,7 +188,9 @@ def speedup_table(results: Sequence[Speedup]) -> str:
                  "not reached" if r.candidate_time_s is None else f"{r.candidate_time_s:.1f}",
                  "-" if r.speedup is None else f"{r.speedup:.2f}x",
                  "-" if not (bw and cw) else f"{bw / cw:.2f}x", f"{r.candidate_final_heldout_loss:.4f}",
-                 f"{r.baseline_iters} / {r.candidate_iters}", f"{r.baseline_stop or '-'} / {r.candidate_stop or '-'}"]  # fmt: skip
+                 f"{r.baseline_iters} / {r.candidate_iters}", f"{r.baseline_stop or '-'} / {r.candidate_stop or '-'}",
+                 _pair(r.baseline_cg_iters, r.candidate_cg_iters, "{:.0f}"), _pair(r.baseline_cg_s, r.candidate_cg_s, "{:.2f}"),
+                 _pair(_work(r.baseline_total_work), _work(r.candidate_total_work), "{:.1f}", 1e-6)]  # fmt: skip
         for s in sets:
             w = r.wer.get(s, {})
             if w.get("baseline") is None or w.get("candidate") is None:
@@ -178,6 +216,9 @@ class SeedSummary:
     min_speedup: Optional[float]
     max_speedup: Optional[float]
     median_work_ratio: Optional[float]
+    #: median over seeds of (baseline / candidate) median CG iterations and CG seconds per HF iteration
+    median_cg_iters_ratio: Optional[float] = None
+    median_cg_s_ratio: Optional[float] = None
     wer_diff: dict[str, list[float]] = field(default_factory=dict)
 
 
@@ -213,23 +254,30 @@ def compare_seeds(
             for s, w in r.wer.items():
                 if w.get("diff") is not None:
                     diffs.setdefault(s, []).append(w["diff"])
+        cg_its = [x for x in (_ratio(r.baseline_cg_iters, r.candidate_cg_iters) for r in rs) if x is not None]
+        cg_s = [x for x in (_ratio(r.baseline_cg_s, r.candidate_cg_s) for r in rs) if x is not None]
         summaries.append(SeedSummary(
             candidate=cand, seeds=len(rs), reached=sum(r.speedup is not None for r in rs),
             median_speedup=statistics.median(ups), min_speedup=min(ups), max_speedup=max(ups),
             median_work_ratio=statistics.median(works) if works else None, wer_diff=diffs,
+            median_cg_iters_ratio=statistics.median(cg_its) if cg_its else None,
+            median_cg_s_ratio=statistics.median(cg_s) if cg_s else None,
         ))  # fmt: skip
     return results, summaries
 
 
 def seed_table(summaries: Sequence[SeedSummary]) -> str:
     sets = sorted({s for m in summaries for s in m.wer_diff})
-    head = ["candidate", "seeds", "reached target", "speed-up median [min, max]", "work ratio median"]
+    head = ["candidate", "seeds", "reached target", "speed-up median [min, max]", "work ratio median",
+            "CG its / HF it ratio", "CG s / HF it ratio"]
     head += [f"{s} WER diff median [min, max]" for s in sets]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m in summaries:
         cells = [m.candidate, str(m.seeds), f"{m.reached}/{m.seeds}",
                  f"{m.median_speedup:.2f}x [{m.min_speedup:.2f}, {m.max_speedup:.2f}]",
-                 "-" if m.median_work_ratio is None else f"{m.median_work_ratio:.2f}x"]  # fmt: skip
+                 "-" if m.median_work_ratio is None else f"{m.median_work_ratio:.2f}x",
+                 "-" if m.median_cg_iters_ratio is None else f"{m.median_cg_iters_ratio:.2f}x",
+                 "-" if m.median_cg_s_ratio is None else f"{m.median_cg_s_ratio:.2f}x"]  # fmt: skip
         for s in sets:
             v = m.wer_diff.get(s)
             cells.append("-" if not v else f"{statistics.median(v):+.2f} [{min(v):+.2f}, {max(v):+.2f}]")

@@ -64,3 +64,25 @@ def test_explicit_target_and_a_baseline_that_never_reaches_it(tmp_path):
     assert r.baseline_stop == "max_iters"
     with pytest.raises(Exception, match="never reached"):
         compare_runs(base, fast, target=1.0)
+
+
+def test_cg_iterations_per_hf_iteration_and_total_work(tmp_path):
+    def run(name, cg):
+        d = tmp_path / name
+        d.mkdir()
+        rows = [{"wall_s": 0.0, "heldout_loss": 3.0}]
+        for i, c in enumerate(cg, 1):
+            rows.append({"wall_s": 10.0 * i, "heldout_loss": 3.0 - 0.1 * i, "opt_cg_iters": c, "opt_time_cg": c / 10,
+                         "opt_examples_grad": 100.0 * i, "opt_examples_curv": 10.0 * c * i,
+                         "opt_cg_iters_total": float(sum(cg[:i]))})  # fmt: skip
+        (d / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return d
+
+    base, cand = run("dnn_hf", [30, 40, 50, 40]), run("dnn_hf_lbfgs", [20, 10, 20, 30])
+    r = compare_runs(base, cand)
+    assert r.baseline_cg_iters == 40 and r.candidate_cg_iters == 20  # medians over the run
+    assert r.baseline_cg_s == pytest.approx(4.0) and r.candidate_cg_s == pytest.approx(2.0)
+    assert r.candidate_total_work == {"examples_grad": 400.0, "examples_curv": 1200.0, "cg_iters_total": 80.0}
+    assert "40 / 20" in speedup_table([r]) and "0.0016" not in speedup_table([r])
+    _, summaries = compare_seeds(tmp_path, "hf", ["hf_lbfgs"])
+    assert summaries[0].median_cg_iters_ratio == pytest.approx(2.0) and "2.00x" in seed_table(summaries)
