@@ -9,6 +9,7 @@ _EXPORTS = {
     "apply_cmvn": "asr_hf.features.cmvn",
     "compute_cmvn_stats": "asr_hf.features.cmvn",
     "read_cmvn": "asr_hf.features.cmvn",
+    "speaker_of": "asr_hf.features.cmvn",
     "write_cmvn": "asr_hf.features.cmvn",
     "compute_features": "asr_hf.features.extract",
     "kaldi_num_frames": "asr_hf.features.extract",

@@ -13,7 +13,6 @@ from typing import Iterable
 
 import numpy as np
 
-from asr_hf.utils.errors import DataError
 from asr_hf.utils.io import Pathlike, atomic_output
 
 
@@ -29,13 +28,20 @@ def accumulate(stats: np.ndarray | None, feats: np.ndarray) -> np.ndarray:
     return stats
 
 
+def speaker_of(cut) -> str:
+    """The one speaker rule of CMVN, fMLLR and per-speaker scoring: the cut's first
+    supervision's speaker, or, without one, the cut id (Kaldi's ``utt2spk`` convention
+    for data without speaker information: every utterance its own speaker)."""
+    sups = getattr(cut, "supervisions", None) or []
+    spk = sups[0].speaker if sups else None
+    return spk if spk else cut.id
+
+
 def compute_cmvn_stats(cuts: Iterable) -> dict[str, np.ndarray]:
-    """Per-speaker stats over feature cuts (speaker of the first supervision)."""
+    """Per-speaker stats over feature cuts, keyed by :func:`speaker_of`."""
     out: dict[str, np.ndarray] = defaultdict(lambda: None)  # type: ignore[arg-type]
     for cut in cuts:
-        if not cut.supervisions or cut.supervisions[0].speaker is None:
-            raise DataError(cut.id, "cut has no speaker; CMVN is per speaker")
-        spk = cut.supervisions[0].speaker
+        spk = speaker_of(cut)
         out[spk] = accumulate(out[spk], cut.load_features())
     return dict(out)
 

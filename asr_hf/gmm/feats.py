@@ -27,6 +27,7 @@ from typing import Iterable, Iterator, Mapping, Optional
 
 import numpy as np
 
+from asr_hf.features.cmvn import compute_cmvn_stats, speaker_of  # noqa: F401  (CMVN and the speaker rule)
 from asr_hf.utils.errors import DataError
 from asr_hf.utils.io import Pathlike, atomic_output
 
@@ -134,21 +135,6 @@ def write_matrix(path: Pathlike, matrix: np.ndarray) -> None:
     with atomic_output(path) as tmp:
         with open(tmp, "wb") as f:
             kaldi_io.write_mat(f, np.ascontiguousarray(matrix, dtype=np.float32))
-
-
-# ----------------------------------------------------------------------------- CMVN
-def compute_cmvn_stats(cuts) -> dict[str, np.ndarray]:
-    """Per-speaker CMVN statistics, Kaldi layout (see :mod:`asr_hf.features.cmvn`)."""
-    from asr_hf.features.cmvn import compute_cmvn_stats as _compute
-
-    return _compute(cuts)
-
-
-def speaker_of(cut) -> str:
-    """The speaker of a cut (its first supervision's), falling back to the cut id."""
-    sups = getattr(cut, "supervisions", None) or []
-    spk = sups[0].speaker if sups else None
-    return spk if spk else cut.id
 
 
 # ----------------------------------------------------------------------------- pipeline

@@ -99,6 +99,22 @@ def test_cmvn_stats_and_ark_round_trip(tmp_path):
             np.testing.assert_array_equal(back[k], stats[k])
 
 
+def test_one_speaker_rule_for_cmvn_and_speaker_transforms(tmp_path):
+    """A cut without a speaker is its own speaker (Kaldi's utt2spk = utt) in CMVN and in
+    the GMM pipeline's per-speaker lookups alike: the stats are found under the key the
+    pipeline asks for."""
+    from dataclasses import replace
+
+    from asr_hf.gmm.feats import speaker_of as gmm_speaker_of
+
+    cuts = list(compute_features(_cuts(tmp_path, n=3), "mfcc", tmp_path / "m", "train", jobs=1, progress=False))
+    anon = replace(cuts[2], supervisions=[replace(cuts[2].supervisions[0], speaker=None)])
+    stats = compute_cmvn_stats([cuts[0], cuts[1], anon])
+    assert set(stats) == {cuts[0].supervisions[0].speaker, cuts[1].supervisions[0].speaker, anon.id}
+    assert gmm_speaker_of(anon) == anon.id and gmm_speaker_of(cuts[0]) == cuts[0].supervisions[0].speaker
+    np.testing.assert_allclose(stats[anon.id][0, :-1], anon.load_features().astype(np.float64).sum(0))
+
+
 def test_feature_ark_round_trip(tmp_path):
     cuts = compute_features(_cuts(tmp_path), "fbank", tmp_path / "fb", "train", jobs=1, progress=False)
     assert export_features_ark(cuts, tmp_path / "feats.ark", tmp_path / "feats.scp") == len(cuts)
