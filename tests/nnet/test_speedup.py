@@ -86,3 +86,15 @@ def test_cg_iterations_per_hf_iteration_and_total_work(tmp_path):
     assert "40 / 20" in speedup_table([r]) and "0.0016" not in speedup_table([r])
     _, summaries = compare_seeds(tmp_path, "hf", ["hf_lbfgs"])
     assert summaries[0].median_cg_iters_ratio == pytest.approx(2.0) and "2.00x" in seed_table(summaries)
+
+
+def test_speedup_at_the_looser_target_ignores_the_flat_tail(tmp_path):
+    # the baseline crawls from 1.01 to 1.00 in its last 100 s; the candidate gets to 1.005 fast, then stops
+    base = _run(tmp_path, "dnn_hf", [(0, 3.0), (50, 1.01), (150, 1.0)])
+    cand = _run(tmp_path, "dnn_hf_lbfgs", [(0, 3.0), (20, 1.005)])
+    r = compare_runs(base, cand, slack=0.01)
+    assert r.speedup is None  # never reached the converged 1.00
+    # 1.01 = 1.00 * 1.01: the baseline at 50 s; the candidate crosses 1.01 at 20 * (1.99 / 1.995) s
+    assert r.slack_speedup == pytest.approx(50 / (20 * 1.99 / 1.995))
+    _, summaries = compare_seeds(tmp_path, "hf", ["hf_lbfgs"])
+    assert summaries[0].slack_reached == 1 and "reached CE +1%" in seed_table(summaries)
