@@ -82,11 +82,25 @@ def newbob(
 
 def converged(history: Sequence[dict[str, Any]], conv: Any) -> bool:
     """The stopping rule of every optimizer not on newbob (``trainer.convergence``,
-    :class:`~asr_hf.nnet.config.ConvergenceConf`): the held-out cross-entropy ``L`` improved
-    by less than ``rel_tol`` over the last ``window`` HF iterations or epochs,
-    ``(L[k - window] - L[k]) / |L[k - window]| < rel_tol``."""
-    rows = history
-    if not conv.enabled or len(rows) <= conv.window:
+    :class:`~asr_hf.nnet.config.ConvergenceConf`): over the last ``window`` logged rows that
+    took a step (an HF row with ``opt_accepted`` 0 does not count; rows without the key,
+    epochs and the initial evaluation, do), the held-out cross-entropy ``L`` improved by less
+    than ``rel_tol``, ``(L[k - window] - L[k]) / |L[k - window]| < rel_tol``; or the last
+    ``max_rejected`` HF iterations all rejected their step."""
+    if not conv.enabled:
+        return False
+    rejected = 0
+    for r in reversed(history):
+        if r.get("opt_accepted", 1.0) != 0:
+            break
+        rejected += 1
+    limit = getattr(conv, "max_rejected", 0)
+    if limit and rejected >= limit:
+        log.info("converged: the last %d HF iterations all rejected their step (held-out CE %.5f)",
+                 rejected, float(history[-1]["heldout_loss"]))  # fmt: skip
+        return True
+    rows = [r for r in history if r.get("opt_accepted", 1.0) != 0]
+    if rejected or len(rows) <= conv.window:  # judged at a row that took a step
         return False
     before, now = float(rows[-1 - conv.window]["heldout_loss"]), float(rows[-1]["heldout_loss"])
     gain = (before - now) / max(abs(before), 1e-12)

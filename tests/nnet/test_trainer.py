@@ -213,6 +213,22 @@ def test_hf_convergence_rule_stops_on_a_plateau():
     assert not converged()
 
 
+def test_rejected_hf_steps_are_not_convergence():
+    from asr_hf.nnet.config import ConvergenceConf
+    from asr_hf.nnet.schedule import converged
+
+    conv = ConvergenceConf(window=3, rel_tol=0.01, max_rejected=4)
+    hist = [{"heldout_loss": x} for x in (3.0, 2.0, 1.5)] + [{"heldout_loss": 1.4, "opt_accepted": 1.0}]
+    hist += [{"heldout_loss": 1.4, "opt_accepted": 0.0}] * 3  # three rejections: lambda grows, CE unchanged
+    assert not converged(hist, conv)  # under the old rule 1.4 -> 1.4 over 3 rows would have stopped
+    hist.append({"heldout_loss": 1.39, "opt_accepted": 1.0})
+    assert not converged(hist, conv)  # over the last 3 steps taken: 1.5 -> 1.39, 7%
+    hist += [{"heldout_loss": 1.39, "opt_accepted": 0.0}] * 4
+    assert converged(hist, conv)  # 4 rejections in a row: no acceptable step is left
+    steps = [{"heldout_loss": 1.39 - 1e-4 * i, "opt_accepted": 1.0} for i in range(1, 4)]
+    assert converged(hist[:8] + steps, conv)  # 1.39 -> 1.3897 over the last 3 steps taken: 0.02% < 1%
+
+
 @pytest.mark.slow
 def test_training_priors_equal_decode_priors_from_pdf_counts(recipe_root):
     """One priors rule: final.pt's log-priors (training) equal what decode-matrices
