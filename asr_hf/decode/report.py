@@ -228,6 +228,7 @@ def paired_table(rows: Sequence[ResultRow], against: Optional[str] = None) -> st
 
 
 LADDER = ("mono", "tri1", "tri2", "tri3")  # Kaldi's GMM ladder, in training order
+SGD_BASELINE = "dnn_sgd"  # the recipes' first-order reference DNN (Kaldi nnet1's SGD with newbob)
 
 
 def ladder_table(rows: Sequence[ResultRow]) -> str:
@@ -533,6 +534,12 @@ def results_markdown(exp_root: Pathlike, title: str = "Results", paired_against:
     paired = paired_table(rows, paired_against)
     if paired:
         out += ["\n## Paired differences\n", paired]
+    sgd = [r for r in rows if r.system == SGD_BASELINE]
+    if sgd and paired_against != SGD_BASELINE:
+        dnns = paired_table([r for r in rows if not _is_gmm(r)], SGD_BASELINE)
+        if dnns:
+            out += [f"\n## Every DNN against `{SGD_BASELINE}` (Kaldi nnet1's SGD-newbob, each at its own convergence)\n",
+                    dnns]  # fmt: skip
     for section in (speakers_section(rows), sweeps_section(rows), hf_speedup_section(exp_root),
                     stage_times_section(exp_root),
                     commands_section(exp_root)):

@@ -211,3 +211,15 @@ def test_ladder_table_resolves_each_step(tmp_path):
     assert "50.00 -> 48.33" in rows["mono -> tri1"] and rows["mono -> tri1"].rstrip().endswith("| no |")
     assert rows["tri1 -> tri2"].rstrip().endswith("| yes, better |") and "-23.33" in rows["tri1 -> tri2"]
     assert rows["tri2 -> dnn_sgd"].rstrip().endswith("| yes, better |") and "-66.7%" in rows["tri2 -> dnn_sgd"]
+
+
+def test_results_pair_every_dnn_against_sgd(tmp_path):
+    from asr_hf.decode.report import results_markdown
+
+    for system, wrong, opt in (("tri3", 30, None), ("dnn_sgd", 10, "sgd"), ("dnn_hf", 11, "hf"), ("dnn_hf_s1", 30, "hf")):
+        _scored(tmp_path, system, "test", wrong, optimizer=opt)
+    text = results_markdown(tmp_path)
+    section = text.split("## Every DNN against `dnn_sgd`")[1].split("\n## ")[0]
+    rows = {line.split("|")[1].strip(): line for line in section.splitlines() if line.startswith("| dnn_")}
+    assert set(rows) == {"dnn_hf", "dnn_hf_s1"}  # DNNs only, the GMMs stay in the GMM-referenced table
+    assert "+1.67" in rows["dnn_hf"] and "+33.33" in rows["dnn_hf_s1"]
