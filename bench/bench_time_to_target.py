@@ -6,7 +6,8 @@ the timed region (the trainer's ``wall_s`` excludes evaluation).  Per optimizer 
 seed it reports:
 
 Every run ends by its own stopping rule: SGD by newbob, every other optimizer by
-``trainer.convergence`` (held-out CE gain below 0.2% over 5 epochs / HF iterations).
+``trainer.convergence`` (held-out CE gain below 0.05% over 5 epochs / HF iterations
+that took a step).
 
 * time to two targets: the held-out CE that converged SGD-newbob reaches (same seed),
   and a stricter one, the best converged CE among all optimizers plus 1%; a miss
