@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _features(args: argparse.Namespace) -> int:
     from asr_hf.data.cuts import load_cuts, splits_present
-    from asr_hf.data.paths import cmvn_ark_path, cmvn_scp_path
+    from asr_hf.data.paths import cmvn_ark_path, cmvn_scp_path, cuts_file
     from asr_hf.features.cmvn import compute_cmvn_stats, write_cmvn
     from asr_hf.features.extract import compute_features
     from asr_hf.utils.errors import DataError
@@ -61,7 +61,10 @@ def _features(args: argparse.Namespace) -> int:
             sampling_rate=args.sampling_rate, skip_bad=args.skip_bad, downmix=args.downmix, **opts,
         )  # fmt: skip
         cmvn = cmvn_ark_path(args.out, split)
-        if not cmvn.is_file():
+        # the stats belong to the manifest they were computed from: a manifest rewritten
+        # after them (features recomputed) makes them stale, as make would see it
+        manifest = cuts_file(args.out, split)
+        if not cmvn.is_file() or (manifest.is_file() and cmvn.stat().st_mtime < manifest.stat().st_mtime):
             write_cmvn(compute_cmvn_stats(cuts), cmvn, cmvn_scp_path(args.out, split))
     return 0
 

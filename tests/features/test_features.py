@@ -334,3 +334,29 @@ def test_wav_shorter_than_its_header_is_refused_by_name(tmp_path):
     again = Recording.from_file(path, recording_id=bad.id)
     with pytest.raises(DataError, match="truncated WAV"):
         extract_cut(MonoCut(bad.id, 0.0, again.duration, 0, recording=again), make_extractor("fbank"))
+
+
+def test_features_cli_recomputes_cmvn_stats_older_than_the_manifest(tmp_path):
+    """CMVN stats are written once per features run and kept while the manifest is the one
+    they came from; features recomputed (a rewritten manifest) get fresh stats."""
+    import os
+
+    from asr_hf.cli import main
+
+    corpus = tmp_path / "corpus"
+    (corpus / "manifests").mkdir(parents=True)
+    _cuts(tmp_path).to_file(corpus / "manifests" / "cuts_train.jsonl.gz")
+    out = tmp_path / "f"
+    cmd = ["features", "--corpus", str(corpus), "--out", str(out), "--kind", "mfcc", "--jobs", "1"]
+    assert main(cmd) == 0
+    ark = out / "cmvn_train.ark"
+    good = read_cmvn(ark)
+    stale = {k: v * 0 + 1 for k, v in good.items()}  # stand-in for stats of an older manifest
+    write_cmvn(stale, ark, out / "cmvn_train.scp")
+    os.utime(ark, (1, 1))  # ... written before the manifest
+    assert main(cmd) == 0  # the features are reused; the stale stats are not
+    back = read_cmvn(ark)
+    for k in good:
+        np.testing.assert_array_equal(back[k], good[k])
+    mtime = ark.stat().st_mtime
+    assert main(cmd) == 0 and ark.stat().st_mtime == mtime  # up to date: left alone
