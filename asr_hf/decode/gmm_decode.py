@@ -62,7 +62,7 @@ def gmm_eval_set(
     (adapted by ``speaker_transforms``, speaker -> fMLLR matrix, where given)."""
     from lhotse import CutSet
 
-    from asr_hf.gmm.feats import compute_cmvn_stats, speaker_of
+    from asr_hf.features.cmvn import compute_cmvn_stats, speaker_of
 
     cuts = CutSet.from_file(cuts_path)
     if len(cuts) == 0:

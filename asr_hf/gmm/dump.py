@@ -107,7 +107,7 @@ def dump_gmm_features(
     from lhotse.utils import fastcopy
 
     from asr_hf.data.paths import cuts_file, feature_storage_dir
-    from asr_hf.gmm.feats import compute_cmvn_stats
+    from asr_hf.features.cmvn import compute_cmvn_stats
     from asr_hf.gmm.fmllr import load_transforms
     from asr_hf.gmm.model import GmmSystem
 

@@ -27,7 +27,7 @@ from typing import Iterable, Iterator, Mapping, Optional
 
 import numpy as np
 
-from asr_hf.features.cmvn import compute_cmvn_stats, speaker_of  # noqa: F401  (CMVN and the speaker rule)
+from asr_hf.features.cmvn import compute_cmvn_stats, speaker_of
 from asr_hf.utils.errors import DataError
 from asr_hf.utils.io import Pathlike, atomic_output
 

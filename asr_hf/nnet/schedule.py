@@ -94,8 +94,7 @@ def converged(history: Sequence[dict[str, Any]], conv: Any) -> bool:
         if r.get("opt_accepted", 1.0) != 0:
             break
         rejected += 1
-    limit = getattr(conv, "max_rejected", 0)
-    if limit and rejected >= limit:
+    if conv.max_rejected and rejected >= conv.max_rejected:
         log.info("converged: the last %d HF iterations all rejected their step (held-out CE %.5f)",
                  rejected, float(history[-1]["heldout_loss"]))  # fmt: skip
         return True
