@@ -14,9 +14,11 @@ that took a step).
   counts as infinite;
 * work to the targets in gradient-equivalents: frames through a forward+backward
   pass (``frames_seen`` of minibatch optimizers; K-BFGS does a second pass per
-  minibatch and counts 2x; HF: gradient examples + curvature examples x the measured
-  cost of one GGN-product frame relative to one gradient frame, ``--ggn-cost``);
-* the final dev/test WER with its 95% bootstrap interval (when decoded);
+  minibatch and counts 2x; HF: gradient examples, plus the KFAC preconditioner's factor
+  pass, plus curvature examples x the measured cost of one GGN-product frame relative to
+  one gradient frame, ``--ggn-cost``);
+* the final dev/test WER with its 95% bootstrap interval (first seed; with more decoded
+  seeds also their median);
 * the median over seeds of the times.
 
 Runs the training/decoding through the recipe (``--train``), or only analyses exp
@@ -74,13 +76,23 @@ def work(exp_dir: Path, rows: list[dict], upto: Optional[float], ggn_cost: float
         if r.get("index", 0) == 0:
             continue
         if "opt_examples_grad" in r:  # HF: cumulative counters
-            frames = float(r["opt_examples_grad"]) + ggn_cost * float(r.get("opt_examples_curv", 0.0))
+            frames = (float(r["opt_examples_grad"]) + ggn_cost * float(r.get("opt_examples_curv", 0.0))
+                      + float(r.get("opt_examples_precond") or 0.0))  # KFAC factor pass: one fwd+bwd per example
         else:
             per_frame = 2.0 if opt.startswith("kbfgs") else 1.0
             frames += per_frame * float(r.get("frames_per_s", 0.0)) * float(r.get("epoch_s", 0.0))
         if float(r["wall_s"]) >= upto:
             break
     return frames
+
+
+def steps(rows: list[dict], target: Optional[float] = None) -> Optional[int]:
+    """Epochs / HF iterations logged (``target=None``), or the first one whose held-out CE
+    is at or below ``target`` (None for a miss): the "iterations needed" half of the time."""
+    done = [r for r in rows if r.get("index", 0) > 0]
+    if target is None:
+        return len(done)
+    return next((int(r["index"]) for r in done if float(r["heldout_loss"]) <= target), None)
 
 
 def wer_with_ci(exp_dir: Path) -> dict[str, Any]:
@@ -108,7 +120,7 @@ def analyse(exp: Path, optimizers: list[str], ggn_cost: float) -> dict[str, Any]
         per_seed_best[s] = min(vals) * 1.01
     table: dict[str, Any] = {}
     for o, by in logs.items():
-        t_sgd, t_strict, w_sgd, w_strict = [], [], [], []
+        t_sgd, t_strict, w_sgd, w_strict, n_sgd, per_step = [], [], [], [], [], []
         for s, rows in by.items():
             if s not in runs["sgd"]:
                 continue
@@ -118,6 +130,9 @@ def analyse(exp: Path, optimizers: list[str], ggn_cost: float) -> dict[str, Any]
             t_strict.append(math.inf if b is None else b)
             w_sgd.append(work(runs[o][s], rows, a, ggn_cost))
             w_strict.append(work(runs[o][s], rows, b, ggn_cost))
+            n_sgd.append(steps(rows, target_sgd))
+            total = steps(rows)
+            per_step.append(float(rows[-1]["wall_s"]) / total if total else None)
         table[o] = {
             "seeds": sorted(by),
             "time_to_sgd_target_s": t_sgd,
@@ -126,9 +141,12 @@ def analyse(exp: Path, optimizers: list[str], ggn_cost: float) -> dict[str, Any]
             "median_time_to_strict_target_s": statistics.median(t_strict) if t_strict else None,
             "work_to_sgd_target": w_sgd,
             "work_to_strict_target": w_strict,
+            "steps_to_sgd_target": n_sgd,
+            "seconds_per_step": per_step,
             "final_heldout_ce": {s: round(v, 4) for s, v in final[o].items()},
             "train_wall_s": {s: round(float(rows[-1]["wall_s"]), 1) for s, rows in by.items()},
             "wer": wer_with_ci(runs[o][min(by)]),
+            "wer_by_seed": {s: wer_with_ci(runs[o][s]) for s in sorted(by)},
         }
     return {"targets": {"sgd": {s: float(logs["sgd"][s][-1]["heldout_loss"]) for s in runs["sgd"]},
                         "strict": per_seed_best}, "optimizers": table}  # fmt: skip
@@ -142,17 +160,27 @@ def markdown(res: dict[str, Any]) -> str:
         ok = [v for v in vs if v is not None]
         return "miss" if len(ok) < len(vs) or not ok else f"{statistics.median(ok) / 1e6:.2f}M"
 
+    def n(vs: list[Optional[float]], fmt: str) -> str:
+        ok = [v for v in vs if v is not None]
+        return "miss" if len(ok) < len(vs) or not ok else fmt.format(statistics.median(ok))
+
     head = ["optimizer", "seeds", "time to SGD target s (median)", "time to strict target s (median)",
-            "work to SGD target (grad-eq. frames)", "final held-out CE", "dev %WER [95% CI]", "test %WER [95% CI]"]
+            "work to SGD target (grad-eq. frames)", "epochs / HF its to SGD target", "s per epoch / HF it",
+            "final held-out CE", "dev %WER [95% CI]", "test %WER [95% CI]"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     order = sorted(res["optimizers"], key=lambda o: res["optimizers"][o]["median_time_to_sgd_target_s"] or math.inf)
     for o in order:
         r = res["optimizers"][o]
         wer = {s: (f"{v['wer']:.2f} [{v['ci'][0]:.2f}, {v['ci'][1]:.2f}]" if v else "-")
                for s, v in ((s, r["wer"].get(s)) for s in ("dev", "test"))}  # fmt: skip
+        for s in ("dev", "test"):  # more decoded seeds: their median next to the first seed's CI
+            vals = [w[s]["wer"] for w in r.get("wer_by_seed", {}).values() if s in w]
+            if len(vals) > 1:
+                wer[s] += f", median of {len(vals)} seeds {statistics.median(vals):.2f}"
         ce = statistics.median(r["final_heldout_ce"].values())
         lines.append(f"| {o} | {len(r['seeds'])} | {t(r['median_time_to_sgd_target_s'])} | "
-                     f"{t(r['median_time_to_strict_target_s'])} | {w(r['work_to_sgd_target'])} | {ce:.4f} | "
+                     f"{t(r['median_time_to_strict_target_s'])} | {w(r['work_to_sgd_target'])} | "
+                     f"{n(r['steps_to_sgd_target'], '{:.0f}')} | {n(r['seconds_per_step'], '{:.1f}')} | {ce:.4f} | "
                      f"{wer['dev']} | {wer['test']} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
@@ -190,11 +218,13 @@ def main() -> None:
                     help="cost of a GGN-product frame in gradient frames (bench/bench_ggn.py measures it)")
     ap.add_argument("--plot", type=Path, default=None, help="held-out CE vs time chart (default exp/time_to_target.png)")
     ap.add_argument("--out", type=Path, default=None, help="also write the markdown table here")
+    ap.add_argument("--exp", type=Path, default=None,
+                    help="analyse this dir of dnn_* runs instead of <recipe>/exp (e.g. an archived copy)")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides for every run")
     args = ap.parse_args()
     if args.train:
         train(args.recipe, args.optimizers, args.seeds, args.overrides)
-    exp = args.recipe / "exp"
+    exp = args.exp or args.recipe / "exp"
     res = analyse(exp, args.optimizers, args.ggn_cost)
     table = markdown(res)
     print(table, end="")

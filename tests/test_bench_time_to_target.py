@@ -42,11 +42,13 @@ def test_targets_times_work_and_misses(tmp_path):
     hf = res["optimizers"]["hf"]
     assert hf["time_to_sgd_target_s"] == [5.0] and math.isclose(hf["median_time_to_strict_target_s"], 5 + 5 * 0.288 / 0.3)
     assert hf["work_to_sgd_target"] == [500.0 + 2.0 * 50.0]  # gradient + GGN examples at their cost
+    assert hf["steps_to_sgd_target"] == [1] and hf["seconds_per_step"] == [5.0]  # iterations needed x their cost
     sgd = res["optimizers"]["sgd"]
     assert sgd["time_to_sgd_target_s"] == [20.0] and sgd["time_to_strict_target_s"] == [math.inf]
     assert sgd["work_to_sgd_target"] == [10_000.0 + 10_000.0]
     kb = res["optimizers"]["kbfgs_l"]
     assert kb["time_to_sgd_target_s"] == [math.inf] and kb["work_to_sgd_target"] == [None]
+    assert kb["steps_to_sgd_target"] == [None] and kb["seconds_per_step"] == [30.0]
     table = b.markdown(res)
     assert table.index("| hf |") < table.index("| sgd |") < table.index("| kbfgs_l |") and "miss" in table
     assert json.dumps(b._finite(res), allow_nan=False)

@@ -63,7 +63,9 @@ def time_to_target(rows: Sequence[dict], target: float) -> Optional[float]:
     return None
 
 
-WORK_KEYS = ("opt_examples_grad", "opt_examples_curv", "opt_cg_iters_total")
+#: cumulative HF work counters; ``examples_precond`` (the KFAC preconditioner's factor pass,
+#: one forward+backward per curvature example) is absent (0) for the other variants
+WORK_KEYS = ("opt_examples_grad", "opt_examples_curv", "opt_examples_precond", "opt_cg_iters_total")
 
 
 def total_work(rows: Sequence[dict]) -> dict[str, float]:
@@ -173,7 +175,7 @@ def compare_runs(
 
 
 def _work(w: Optional[dict[str, float]]) -> Optional[float]:
-    return None if w is None else w["examples_grad"] + w["examples_curv"]
+    return None if w is None else w["examples_grad"] + w["examples_curv"] + w.get("examples_precond", 0.0)
 
 
 def _pair(a: Optional[float], b: Optional[float], fmt: str, scale: float = 1.0) -> str:

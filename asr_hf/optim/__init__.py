@@ -11,7 +11,7 @@ Hessian-free family (this package's composable pieces):
 * sampling: :class:`FixedFractionSchedule`, :class:`GeometricSchedule`, :class:`DataSampler`;
 * blocks: :func:`parameter_blocks`, :class:`BlockLayout` (:mod:`asr_hf.optim.layout`);
 * the optimizer: :class:`HessianFree` (registered as ``hf``, ``hf_diag``, ``hf_lbfgs``,
-  ``hf_sampled``, ``hf_lbfgs_sampled``, ``hf_block``).
+  ``hf_sampled``, ``hf_lbfgs_sampled``, ``hf_kfac``, ``hf_kfac_sampled``, ``hf_block``).
 
 Also: KFAC, K-BFGS, K-BFGS(L) (their factored inverse as an operator on flat vectors:
 :class:`KroneckerInverse`, a CG preconditioner) and first-order baselines (``kfac``, ``kbfgs``, ``kbfgs_l``,

@@ -10,8 +10,9 @@ Sainath & Soltau 2012; Sainath et al. 2013; Zhang et al. 2017):
 3. the curvature operator ``A = C_{S_c} + (l2 + lambda) I`` (GGN or Hessian; its
    block-diagonal part for block HF);
 4. CG on ``A p = -g`` from ``x_0 = decay * p_{k-1}`` with the chosen preconditioner
-   (none, Martens' diagonal, or L-BFGS from the previous iteration's CG pairs held
-   fixed during the solve), Martens' stopping rule, iterates kept on the grid
+   (none, Martens' diagonal, L-BFGS from the previous iteration's CG pairs held
+   fixed during the solve, or the Kronecker-factored GGN of the curvature sample),
+   Martens' stopping rule, iterates kept on the grid
    ``ceil(5 * 1.3^j)``;
 5. backtracking over the kept iterates on the held-out objective
    ``f(theta) = L_heldout(theta) + 0.5 l2 |theta|^2``: start from the last iterate
@@ -59,6 +60,7 @@ from asr_hf.optim.curvature import (
 )
 from asr_hf.optim.device import auto_chunk_size, tf32_matmuls
 from asr_hf.optim.hf_config import CurvatureKind, HFConfig
+from asr_hf.optim.kfac_precond import KFACPreconditioner
 from asr_hf.optim.layout import BlockLayout, ParamLayout, parameter_blocks
 from asr_hf.optim.precond import DiagonalPreconditioner, LBFGSPreconditioner, Preconditioner, PreconditionerKind
 from asr_hf.optim.registry import register_optimizer
@@ -80,6 +82,12 @@ _STOP_CODES = {
     StopReason.NEGATIVE_CURVATURE: 3,
     StopReason.MIXED: 4,
 }
+
+
+#: cumulative work counters (``examples_precond``: forward+backward passes of the KFAC
+#: preconditioner's factor measurement)
+_COUNTERS = {"examples_grad": 0.0, "examples_curv": 0.0, "examples_heldout": 0.0, "examples_precond": 0.0,
+             "cg_iters_total": 0.0}  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -145,9 +153,13 @@ class HessianFree:
                 pairs_per_solve=cfg.lbfgs_pairs_per_solve,
                 refresh=cfg.lbfgs_refresh,
             )
+        self.kfac: Optional[KFACPreconditioner] = None
+        if cfg.preconditioner == PreconditionerKind.KFAC:
+            # its own sampler stream: the gradient/curvature samples stay those of the other variants
+            self.kfac = KFACPreconditioner(model, self.layout, self.loss_kind, seed=cfg.seed + 7919)
         self.grid = martens_grid(cfg.cg_max_iters, cfg.cg_grid_start, cfg.cg_grid_ratio)
         self.num_steps = 0
-        self.counters = {"examples_grad": 0.0, "examples_curv": 0.0, "examples_heldout": 0.0, "cg_iters_total": 0.0}
+        self.counters = dict(_COUNTERS)
         self._stats: dict[str, float] = {}
         self._heldout_cache: Optional[tuple[Tensor, float]] = None  # (theta, f(theta))
 
@@ -258,12 +270,19 @@ class HessianFree:
         t0 = time.perf_counter()
         op = self._operator(data, sample.curv)
         precond: Optional[Preconditioner] = None
+        t_precond = 0.0  # building the preconditioner (KFAC factors), part of time_cg
         if cfg.preconditioner == PreconditionerKind.DIAGONAL:
             assert gres.sq_grad is not None
             precond = DiagonalPreconditioner.empirical_fisher(gres.sq_grad, lam, cfg.precond_exponent, cfg.l2)
         elif self.lbfgs is not None:
             precond = self.lbfgs
             self.lbfgs.begin_solve(lam, operator=op)
+        elif self.kfac is not None:
+            n0, t1 = self.kfac.examples, time.perf_counter()
+            self.kfac.update(SourceChunks(data.train, sample.curv, self.chunk_size), lam + cfg.l2, self.reducer)
+            self.counters["examples_precond"] += float(self.kfac.examples - n0)
+            t_precond = time.perf_counter() - t1
+            precond = self.kfac
         x0 = self.prev_solution * cfg.warm_start_decay
         res = conjugate_gradient(
             op,
@@ -364,6 +383,7 @@ class HessianFree:
             "lbfgs_refresh_products": float(self.lbfgs.refresh_products) if self.lbfgs is not None else 0.0,
             "time_gradient": t_grad,
             "time_cg": t_cg,
+            "time_precond": t_precond,
             "time_heldout": t_ho,
             "wall_time": time.perf_counter() - t_start,
             **self.counters,
@@ -428,6 +448,7 @@ class HessianFree:
             "prev_solution": self.prev_solution.clone(),
             "sampler": self.sampler.state_dict(),
             "lbfgs": self.lbfgs.state_dict() if self.lbfgs is not None else {},
+            "kfac": self.kfac.state_dict() if self.kfac is not None else {},
             "num_steps": self.num_steps,
             "counters": dict(self.counters),
             # the held-out objective at the current parameters, reused by the next step
@@ -459,8 +480,10 @@ class HessianFree:
             mem["y"] = [t.to(device=dev, dtype=dt) for t in mem["y"]]
             lb["memory"] = mem
             self.lbfgs.load_state_dict(lb)
+        if self.kfac is not None and state.get("kfac"):
+            self.kfac.load_state_dict(state["kfac"])
         self.num_steps = int(state["num_steps"])
-        self.counters = {k: float(v) for k, v in state["counters"].items()}
+        self.counters = {**_COUNTERS, **{k: float(v) for k, v in state["counters"].items()}}
         cache = state.get("heldout_cache") or {}
         self._heldout_cache = (cache["theta"].to(device=dev, dtype=dt), float(cache["value"])) if cache else None
 
@@ -484,6 +507,14 @@ _VARIANTS: dict[str, tuple[dict[str, Any], str]] = {
     "hf_lbfgs_sampled": (
         {"preconditioner": "lbfgs", "sampling": "geometric"},
         "Hessian-free with L-BFGS-preconditioned flexible PCG and geometric sampling (Sainath et al. 2013)",
+    ),
+    "hf_kfac": (
+        {"preconditioner": "kfac"},
+        "Hessian-free with CG preconditioned by the Kronecker-factored GGN of each curvature sample",
+    ),
+    "hf_kfac_sampled": (
+        {"preconditioner": "kfac", "sampling": "geometric"},
+        "Hessian-free with Kronecker-factored PCG and geometric sampling",
     ),
     "hf_block": (
         {"block_diagonal": True},

@@ -1,6 +1,6 @@
 """The options of the Hessian-free family (:class:`HFConfig`), one dataclass for every
 registered variant (``hf``, ``hf_diag``, ``hf_lbfgs``, ``hf_sampled``, ``hf_lbfgs_sampled``,
-``hf_block``: each a preset of these fields, see :mod:`asr_hf.optim.hf`)."""
+``hf_kfac``, ``hf_kfac_sampled``, ``hf_block``: each a preset of these fields, see :mod:`asr_hf.optim.hf`)."""
 
 from __future__ import annotations
 
@@ -107,8 +107,10 @@ class HFConfig:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         self.lbfgs_pairs = LBFGSPairSource(self.lbfgs_pairs).value
         self.lbfgs_selection = LBFGSPairSelection(self.lbfgs_selection).value
-        if self.block_diagonal and self.preconditioner == PreconditionerKind.LBFGS:
-            raise ValueError("block-diagonal HF supports preconditioner 'none' or 'diagonal', not 'lbfgs'")
+        if self.block_diagonal and self.preconditioner in (PreconditionerKind.LBFGS, PreconditionerKind.KFAC):
+            raise ValueError(
+                f"block-diagonal HF supports preconditioner 'none' or 'diagonal', not {self.preconditioner.value!r}"
+            )
         if (
             self.preconditioner == PreconditionerKind.LBFGS
             and self.lbfgs_pairs != LBFGSPairSource.PREVIOUS.value

@@ -12,6 +12,8 @@
   the damping change.
   Pairs from the running solve alone give back plain CG in exact arithmetic: that
   variant (``source=in_solve``) is kept only as an explicit option.
+* :class:`~asr_hf.optim.kfac_precond.KFACPreconditioner`: the damped Kronecker-factored
+  GGN of the curvature sample (Martens & Grosse 2015), rebuilt every HF iteration.
 
 The solver calls ``matvec`` and ``observe(s, A s)``; the optimizer calls
 ``begin_solve(damping)`` before and ``end_solve()`` after each CG run.
@@ -34,6 +36,7 @@ class PreconditionerKind(str, enum.Enum):
     NONE = "none"
     DIAGONAL = "diagonal"
     LBFGS = "lbfgs"
+    KFAC = "kfac"  # asr_hf.optim.kfac_precond: Kronecker factors of the curvature sample
 
 
 class Preconditioner(LinearOperator):

@@ -82,7 +82,8 @@ def test_cg_iterations_per_hf_iteration_and_total_work(tmp_path):
     r = compare_runs(base, cand)
     assert r.baseline_cg_iters == 40 and r.candidate_cg_iters == 20  # medians over the run
     assert r.baseline_cg_s == pytest.approx(4.0) and r.candidate_cg_s == pytest.approx(2.0)
-    assert r.candidate_total_work == {"examples_grad": 400.0, "examples_curv": 1200.0, "cg_iters_total": 80.0}
+    assert r.candidate_total_work == {"examples_grad": 400.0, "examples_curv": 1200.0, "examples_precond": 0.0,
+                                       "cg_iters_total": 80.0}
     assert "40 / 20" in speedup_table([r]) and "0.0016" not in speedup_table([r])
     _, summaries = compare_seeds(tmp_path, "hf", ["hf_lbfgs"])
     assert summaries[0].median_cg_iters_ratio == pytest.approx(2.0) and "2.00x" in seed_table(summaries)

@@ -91,6 +91,7 @@ def _mlp_problem(seed: int = 0):
             dict(grad_initial=0.2, curv_initial=0.05, curv_max_fraction=0.3, chunk_size=64),
         ),
         ("hf_block", dict(preconditioner="diagonal", curv_fraction=0.2, heldout_size=40)),
+        ("hf_kfac_sampled", dict(grad_initial=0.2, curv_initial=0.05, curv_max_fraction=0.3, chunk_size=64)),
     ],
 )
 def test_state_dict_round_trip_continues_identically(name: str, options: dict) -> None:
@@ -109,12 +110,14 @@ def test_state_dict_round_trip_continues_identically(name: str, options: dict) -
     opt2.load_state_dict(saved_opt)
     resumed = [opt2.step(data) for _ in range(3)]
     assert torch.equal(ParamLayout.from_module(model2).get_flat(), final)  # bitwise
-    timing = {"time_gradient", "time_cg", "time_heldout", "wall_time"}
+    timing = {"time_gradient", "time_cg", "time_precond", "time_heldout", "wall_time"}
     for a, b in zip(cont, resumed):
         assert {k: v for k, v in a.items() if k not in timing} == {k: v for k, v in b.items() if k not in timing}
     if name == "hf_lbfgs_sampled":
         assert cont[-1]["lbfgs_pairs"] > 0
         assert cont[-1]["grad_samples"] > cont[0]["grad_samples"]  # geometric growth
+    if name == "hf_kfac_sampled":  # the factors' sampled targets resume too (their pass is counted)
+        assert cont[-1]["examples_precond"] > cont[0]["examples_precond"] > 0
 
 
 def test_step_that_does_not_reduce_heldout_loss_is_rejected() -> None:
@@ -131,7 +134,7 @@ def test_step_that_does_not_reduce_heldout_loss_is_rejected() -> None:
 
 
 def test_registry_statistics_and_options() -> None:
-    names = {"hf", "hf_lbfgs", "hf_lbfgs_sampled", "hf_block", "hf_diag", "hf_sampled"}
+    names = {"hf", "hf_lbfgs", "hf_lbfgs_sampled", "hf_block", "hf_diag", "hf_sampled", "hf_kfac", "hf_kfac_sampled"}
     assert names <= set(available_optimizers())
     assert set(HF_VARIANTS) == names
     for name in names:
@@ -152,6 +155,8 @@ def test_registry_statistics_and_options() -> None:
         build_optimizer("hf", model, LossKind.CROSS_ENTROPY, no_such_option=1)
     with pytest.raises(ValueError):
         build_optimizer("hf_block", model, LossKind.CROSS_ENTROPY, preconditioner="lbfgs")
+    with pytest.raises(ValueError, match="not 'kfac'"):
+        build_optimizer("hf_block", model, LossKind.CROSS_ENTROPY, preconditioner="kfac")
 
 
 def test_lbfgs_configurations_that_cannot_work_are_refused() -> None:
