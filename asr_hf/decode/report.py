@@ -426,9 +426,10 @@ def hf_speedup_section(exp_root: Pathlike, baseline: str = "hf") -> str:
         "The target is the baseline's final held-out CE: its converged CE where the stop column says "
         "`converged`. Speed-up = baseline time to target / candidate time to target (a miss counts as 0x), also "
         "at the looser target CE + 1% (AlgoPerf-style: not decided by the flattest end of the baseline's curve); "
-        "work ratio = baseline / candidate gradient + curvature examples to the target; CG its (s) / HF it = "
+        "work ratio = baseline / candidate gradient + curvature (+ KFAC factor-pass) examples to the target; "
+        "CG its (s) / HF it = "
         "median over the run of CG iterations (seconds) per HF iteration, its ratio baseline / candidate (> 1: "
-        "the candidate's solves are shorter); total examples = gradient + curvature examples of the whole run; "
+        "the candidate's solves are shorter); total examples = the same examples over the whole run; "
         "WER differences with 95% paired-bootstrap intervals.\n\n"
     )
     return head + seed_table(summaries) + "\nPer seed:\n\n" + speedup_table(results)

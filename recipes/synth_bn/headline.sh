@@ -2,7 +2,8 @@
 # The papers' headline measurement on this corpus, at convergence: every HF variant
 # trains until its stopping rule (trainer.convergence) fires, for each seed; then
 # `asr-hf speedup` reports the time and work for HF with L-BFGS preconditioning and
-# geometric sampling (and each acceleration alone) to reach baseline HF's converged
+# geometric sampling (and each acceleration alone, and HF with the Kronecker-factored
+# preconditioner) to reach baseline HF's converged
 # held-out cross-entropy (per seed, median and range over seeds) and the WER
 # differences with paired-bootstrap intervals.  Runs stages 8-10 for the HF variants;
 # earlier stages must be done (bash run.sh --stop-stage 7).  Extra args go to run.sh,
@@ -10,6 +11,6 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 bash ../common/synth_recipe.sh --style bn --stage 8 --seeds "0 1 2" \
-  --optimizers "hf hf_lbfgs hf_sampled hf_lbfgs_sampled" "$@"
+  --optimizers "hf hf_lbfgs hf_sampled hf_lbfgs_sampled hf_kfac" "$@"
 . ../common/path.sh
-asr-hf speedup exp --baseline hf --candidates hf_lbfgs hf_sampled hf_lbfgs_sampled --out exp/speedup.md
+asr-hf speedup exp --baseline hf --candidates hf_lbfgs hf_sampled hf_lbfgs_sampled hf_kfac --out exp/speedup.md

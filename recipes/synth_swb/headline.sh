@@ -10,6 +10,6 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 bash ../common/synth_recipe.sh --style swb --stage 8 --seeds "0" \
-  --optimizers "hf hf_lbfgs hf_sampled hf_lbfgs_sampled" "$@"
+  --optimizers "hf hf_lbfgs hf_sampled hf_lbfgs_sampled hf_kfac" "$@"
 . ../common/path.sh
-asr-hf speedup exp --baseline hf --candidates hf_lbfgs hf_sampled hf_lbfgs_sampled --out exp/speedup.md
+asr-hf speedup exp --baseline hf --candidates hf_lbfgs hf_sampled hf_lbfgs_sampled hf_kfac --out exp/speedup.md
