@@ -35,6 +35,8 @@ class TrainState:
     halving: bool = False
     best_heldout: float = float("inf")  # held-out loss of the last accepted epoch
     best_heldout_acc: float = 0.0  # and its frame accuracy
+    lowest_heldout: float = float("inf")  # lowest held-out loss of any epoch (trainer.keep_lowest_heldout)
+    lowest_epoch: int = 0  # the epoch it came from (its weights: the checkpoint's "lowest_model")
     done: bool = False
     stop_reason: str = ""  # converged | newbob | time_budget | max_iters / max_epochs
     world_size: int = 1  # processes of the run that wrote the state
@@ -56,7 +58,7 @@ def newest_checkpoint(exp: Path) -> Optional[Path]:
 def to_cpu(obj: Any) -> Any:
     """A (nested) state dict with every tensor copied to the CPU (for gathering across ranks)."""
     if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu()
+        return obj.detach().to("cpu", copy=True)  # a copy also when it is on the CPU already
     if isinstance(obj, dict):
         return {k: to_cpu(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

@@ -97,6 +97,12 @@ class TrainerConf:
     batch_size: int = 256
     max_epochs: int = 10
     newbob: NewbobConf = field(default_factory=NewbobConf)
+    # without newbob (Adam, SOAP, KFAC...): final.pt holds the epoch of the lowest held-out CE,
+    # not the last one (trainer.convergence stops only after `window` epochs without a gain, and
+    # an overfitting run's last epochs are its worst: synth_bn small, SOAP's CE 1.108 at epoch 5,
+    # 1.158 when it stopped at epoch 9).  Newbob rolls bad epochs back itself; HF only takes steps
+    # that lower the held-out CE.  false: the last epoch.
+    keep_lowest_heldout: bool = True
     # SAMPLED optimizers (Hessian-free family): one step = one HF iteration
     max_iters: int = 20
     convergence: ConvergenceConf = field(default_factory=ConvergenceConf)

@@ -207,6 +207,7 @@ class Trainer:
             self.forward_model = wrap_data_parallel(self.model, self.device)
         self.generator = torch.Generator().manual_seed(t.seed)
         self.state = TrainState(world_size=self.world_size)
+        self._lowest_model: Optional[dict[str, Any]] = None  # weights of the lowest-held-out epoch (CPU)
         # resume now, so a checkpoint this run cannot continue is refused before config.yaml
         # and command.txt of the run that wrote it are replaced
         ckpt = self.latest_checkpoint() if t.resume else None
@@ -328,6 +329,7 @@ class Trainer:
             **rng_states(self.generator),
             "optimizer_name": self.cfg.optim.name,
             "state": self.state.__dict__,
+            "lowest_model": self._lowest_model,
         }
         write_checkpoint(checkpoint_path(self.exp, self.state.epoch), payload, self.cfg.trainer.keep_checkpoints)
 
@@ -366,6 +368,7 @@ class Trainer:
             self.optimizer.load_state_dict(payload["optimizer"])
         restore_rng_states(payload, self.generator)
         self.state = TrainState(**payload["state"])
+        self._lowest_model = payload.get("lowest_model")
         self.state.world_size = self.world_size
         log.info("resumed from %s (epoch/iteration %d, %.1f s trained)", path, self.state.epoch, self.state.wall_s)
         if self.state.done and self.state.stop_reason == "converged" and not self._converged():
@@ -554,6 +557,9 @@ class Trainer:
             loss, acc = self._evaluate()
             if use_newbob:
                 loss, acc = self._newbob(loss, acc, snapshot)
+            elif self._keeps_lowest and loss < self.state.lowest_heldout:
+                self.state.lowest_heldout, self.state.lowest_epoch = loss, self.state.epoch
+                self._lowest_model = to_cpu(self.model.state_dict())
             self._log({"index": self.state.epoch, "wall_s": self.state.wall_s, "heldout_loss": loss,
                        "heldout_acc": acc, "frames_per_s": frames / max(elapsed, 1e-9), "epoch_s": elapsed,
                        **row_extra})  # fmt: skip
@@ -656,8 +662,22 @@ class Trainer:
                 for p, v in zip(self.model.parameters(), saved):
                     p.copy_(v)
 
+    @property
+    def _keeps_lowest(self) -> bool:
+        """final.pt from the lowest-held-out epoch: minibatch runs without newbob."""
+        t = self.cfg.trainer
+        newbob = t.newbob.enabled and self.info.newbob
+        return self.kind == OptimizerKind.MINIBATCH and not newbob and t.keep_lowest_heldout
+
     def finish(self) -> dict[str, Any]:
         last = self.state.history[-1]
+        final_epoch = self.state.epoch
+        if self._keeps_lowest and self._lowest_model is not None and self.state.lowest_epoch != self.state.epoch:
+            log.info("final.pt: epoch %d's weights (lowest held-out loss %.4f; the last epoch, %d, had %.4f)",
+                     self.state.lowest_epoch, self.state.lowest_heldout, self.state.epoch, last["heldout_loss"])  # fmt: skip
+            self.model.load_state_dict(self._lowest_model)
+            final_epoch = self.state.lowest_epoch
+            last = next(r for r in self.state.history if r["index"] == final_epoch)
         summary = {
             "system": self.exp.name,
             "optimizer": self.cfg.optim.name,
@@ -667,6 +687,7 @@ class Trainer:
             "world_size": self.world_size,
             "num_params": num_parameters(self.model),
             "epochs_or_iters": self.state.epoch,
+            "final_model_epoch": final_epoch,  # the epoch / iteration whose weights final.pt holds
             "stop_reason": self.state.stop_reason,
             "frames_seen": self.state.frames_seen,
             "heldout_loss": last["heldout_loss"],

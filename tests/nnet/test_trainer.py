@@ -241,3 +241,33 @@ def test_training_priors_equal_decode_priors_from_pdf_counts(recipe_root):
     _, pri = load_model(exp / "final.pt")
     counts = read_pdf_counts(recipe_root / "exp" / "tri1" / "ali" / "pdf_counts_train.txt")
     np.testing.assert_array_equal(pri, priors_from_counts(counts))
+
+
+@pytest.mark.slow
+def test_final_model_is_the_lowest_heldout_epoch_without_newbob(recipe_root):
+    """Adam (no newbob): final.pt holds the epoch of the lowest held-out loss, also across a
+    resume; with trainer.keep_lowest_heldout=false, the last epoch."""
+    script = {0: (3.0, 0.1), 1: (2.0, 0.2), 2: (1.0, 0.5), 3: (1.5, 0.4), 4: (1.8, 0.3)}
+
+    def run(exp, epochs, *extra):
+        tr = Trainer(_cfg(recipe_root, "optim=adam", f"trainer.max_epochs={epochs}", "trainer.convergence.window=10",
+                          f"trainer.exp_dir={recipe_root}/exp/{exp}", *extra), root=recipe_root)
+        weights = {}
+
+        def scripted():  # held-out losses by epoch, and the weights each epoch ended with
+            weights[tr.state.epoch] = {k: v.clone() for k, v in tr.model.state_dict().items()}
+            return script[tr.state.epoch]
+
+        tr._evaluate = scripted
+        return tr, tr.train(), weights
+
+    run("lowest", 3)  # stopped after epoch 3, then resumed to 4: the lowest epoch's weights survive the resume
+    _, summary, _ = run("lowest", 4)
+    final, _ = load_model(recipe_root / "exp" / "lowest" / "final.pt")
+    assert summary["final_model_epoch"] == 2 and summary["heldout_loss"] == 1.0 and summary["epochs_or_iters"] == 4
+    _, _, first_weights = run("last", 3, "trainer.keep_lowest_heldout=false")  # the same run, uninterrupted to 3
+    for k, v in first_weights[2].items():
+        torch.testing.assert_close(final.state_dict()[k], v, rtol=0, atol=0)
+    assert not torch.equal(first_weights[2]["net.0.weight"], first_weights[3]["net.0.weight"])
+    last = json.loads((recipe_root / "exp" / "last" / "train_summary.json").read_text())
+    assert last["final_model_epoch"] == 3 and last["heldout_loss"] == 1.5
