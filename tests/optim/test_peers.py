@@ -64,7 +64,7 @@ def test_builds_from_config_and_reduces_the_loss(name):
     assert all(b < a for a, b in zip(losses[::10], losses[10::10]))  # steadily
     stats = opt.last_stats()
     assert stats["loss"] == pytest.approx(losses[-1])
-    assert stats["lr"] == pytest.approx(1e-3) and stats["grad_norm"] > 0
+    assert stats["lr"] == pytest.approx(_options(name)["lr"]) and stats["grad_norm"] > 0  # the config's rate
 
 
 @pytest.mark.parametrize("name", HEAVYBALL)
