@@ -1,6 +1,6 @@
 """Cross-entropy training of the hybrid DNN with any registered optimizer.
 
-(About 700 lines: one :class:`Trainer` owns the run's set-up, the data join, both training
+(About 750 lines: one :class:`Trainer` owns the run's set-up, the data join, both training
 loops and the divergence guards; checkpoints, schedules, inference, reports and plots live
 in :mod:`.checkpoint`, :mod:`.schedule`, :mod:`.inference`, :mod:`.reports` and
 :mod:`asr_hf.utils.plot`.)
