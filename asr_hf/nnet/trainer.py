@@ -504,7 +504,7 @@ class Trainer:
             self._rewrite_log()
         elif self.is_main and (self.exp / "train_log.jsonl").exists():
             (self.exp / "train_log.jsonl").unlink()
-        use_newbob = self.kind == OptimizerKind.MINIBATCH and t.newbob.enabled and self.info.newbob
+        use_newbob = self._uses_newbob
         if self.state.epoch == 0 and not self.state.history:
             loss, acc = self._evaluate()
             self.state.best_heldout, self.state.best_heldout_acc = loss, acc
@@ -663,11 +663,13 @@ class Trainer:
                     p.copy_(v)
 
     @property
+    def _uses_newbob(self) -> bool:
+        return self.kind == OptimizerKind.MINIBATCH and self.cfg.trainer.newbob.enabled and self.info.newbob
+
+    @property
     def _keeps_lowest(self) -> bool:
         """final.pt from the lowest-held-out epoch: minibatch runs without newbob."""
-        t = self.cfg.trainer
-        newbob = t.newbob.enabled and self.info.newbob
-        return self.kind == OptimizerKind.MINIBATCH and not newbob and t.keep_lowest_heldout
+        return self.kind == OptimizerKind.MINIBATCH and not self._uses_newbob and self.cfg.trainer.keep_lowest_heldout
 
     def finish(self) -> dict[str, Any]:
         last = self.state.history[-1]
