@@ -1,8 +1,8 @@
 """Decoding GMM-HMM systems (``exp/mono``, ``exp/tri1``, ``exp/tri2``, ``exp/tri3``) through the matrix decoder.
 
-Features go through the system's own front end (per-speaker CMVN computed on
-the decoded set, as Kaldi's ``decode.sh`` uses the set's ``cmvn.scp``, then
-deltas, or splicing and ``final.mat``) in the parent process; the GMM
+Features go through the system's own front end (per-speaker CMVN of the decoded
+set, read from the features stage's ``cmvn_<set>.ark`` as Kaldi's ``decode.sh``
+reads the set's ``cmvn.scp``, then deltas, or splicing and ``final.mat``) in the parent process; the GMM
 log-likelihoods, ``(T, num_pdfs)``, are computed inside the decoding workers by
 :class:`GmmScorer`, so they run in parallel with the search.
 
@@ -62,13 +62,13 @@ def gmm_eval_set(
     (adapted by ``speaker_transforms``, speaker -> fMLLR matrix, where given)."""
     from lhotse import CutSet
 
-    from asr_hf.features.cmvn import compute_cmvn_stats, speaker_of
+    from asr_hf.features.cmvn import cmvn_for_cuts, speaker_of
 
     cuts = CutSet.from_file(cuts_path)
     if len(cuts) == 0:
         raise DataError(str(cuts_path), "no cuts")
     pipeline = scorer.system.pipeline
-    cmvn = compute_cmvn_stats(cuts) if pipeline.cmvn else {}
+    cmvn = cmvn_for_cuts(cuts_path, cuts) if pipeline.cmvn else {}
     refs: dict[str, list[str]] = {}
     speakers: dict[str, str] = {}
     for cut in cuts:

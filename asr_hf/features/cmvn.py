@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -44,6 +44,36 @@ def compute_cmvn_stats(cuts: Iterable) -> dict[str, np.ndarray]:
         spk = speaker_of(cut)
         out[spk] = accumulate(out[spk], cut.load_features())
     return dict(out)
+
+
+def stored_cmvn(cuts_paths: Sequence[Pathlike]) -> Optional[dict[str, np.ndarray]]:
+    """The stats the features stage wrote for feature cuts manifests, merged.
+
+    ``asr-hf features`` writes ``<dir>/cmvn_<split>.ark`` beside each
+    ``<dir>/cuts_<split>.jsonl.gz`` (Kaldi's ``cmvn.scp`` beside ``feats.scp``), so
+    the GMM stages and decoding read one copy instead of recomputing it.  Returns
+    ``None`` (compute from the features instead) when any manifest has no such file,
+    or the file is older than its manifest (the features were recomputed after it).
+    Speakers present in several manifests have their stats summed.
+    """
+    from asr_hf.data.paths import cmvn_ark_path, split_of
+
+    merged: dict[str, np.ndarray] = {}
+    for p in cuts_paths:
+        p = Path(p)
+        ark = cmvn_ark_path(p.parent, split_of(p))
+        if not ark.is_file() or (p.is_file() and ark.stat().st_mtime < p.stat().st_mtime):
+            return None
+        for spk, st in read_cmvn(ark).items():
+            merged[spk] = merged[spk] + st if spk in merged else st
+    return merged
+
+
+def cmvn_for_cuts(cuts_path: Pathlike, cuts: Iterable) -> dict[str, np.ndarray]:
+    """Per-speaker stats of one manifest's ``cuts``: the features stage's copy
+    (:func:`stored_cmvn`) where there is one, else computed from ``cuts``."""
+    stored = stored_cmvn([cuts_path])
+    return stored if stored is not None else compute_cmvn_stats(cuts)
 
 
 def apply_cmvn(feats: np.ndarray, stats: np.ndarray, norm_vars: bool = False) -> np.ndarray:

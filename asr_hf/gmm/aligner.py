@@ -28,8 +28,16 @@ from asr_hf.utils.io import Pathlike, is_done
 log = logging.getLogger(__name__)
 
 
-def compute_cmvn(runner: PassRunner) -> dict[str, np.ndarray]:
-    """Per-speaker CMVN statistics of the runner's shards (one parallel pass)."""
+def compute_cmvn(runner: PassRunner, cuts_paths: Sequence[Pathlike]) -> dict[str, np.ndarray]:
+    """Per-speaker CMVN statistics of ``cuts_paths``, the manifests the runner's shards
+    were split from: the features stage's ``cmvn_<split>.ark`` where it wrote one
+    (:func:`asr_hf.features.cmvn.stored_cmvn`), else one parallel pass over the shards."""
+    from asr_hf.features.cmvn import stored_cmvn
+
+    stored = stored_cmvn(cuts_paths)
+    if stored is not None:
+        log.info("CMVN statistics of %d speakers from the features stage", len(stored))
+        return stored
     res = runner.run(PassSpec(source=AliSource.READ, cmvn_only=True), None)
     log_failures(res, "CMVN statistics")
     if not res.cmvn:
@@ -102,8 +110,8 @@ def align(
 ) -> dict:
     """Align one split with the system in ``exp_dir`` (default output ``exp_dir/ali``).
 
-    CMVN statistics are computed per speaker from the split itself (as Kaldi
-    does for every data dir).  Returns a summary with timings.
+    CMVN statistics are the split's own per-speaker stats (Kaldi's ``cmvn.scp`` of
+    the data dir): the features stage's ``cmvn_<split>.ark``, or computed.  Returns a summary with timings.
     """
     from asr_hf.lang.lang_dir import LangDir
 
@@ -120,7 +128,7 @@ def align(
     work = out_dir / f".work_{split}"
     shards = split_cuts([cuts_path], work / f"split{jobs}", jobs)
     with PassRunner(shards, lang_dir, jobs) as runner:
-        cmvn = compute_cmvn(runner)
+        cmvn = compute_cmvn(runner, [cuts_path])
         save_cmvn_npz(ali_cmvn_path(out_dir, split), cmvn)
         fmllr_summary = None
         if system.pipeline.speaker_adaptive:

@@ -107,7 +107,7 @@ def dump_gmm_features(
     from lhotse.utils import fastcopy
 
     from asr_hf.data.paths import cuts_file, feature_storage_dir
-    from asr_hf.features.cmvn import compute_cmvn_stats
+    from asr_hf.features.cmvn import cmvn_for_cuts
     from asr_hf.gmm.fmllr import load_transforms
     from asr_hf.gmm.model import GmmSystem
 
@@ -135,7 +135,7 @@ def dump_gmm_features(
     if path is not None:
         xforms = load_transforms(path)
         _check_coverage(cuts, xforms, path, cuts_path)
-    cmvn = compute_cmvn_stats(cuts) if pipeline.cmvn else {}
+    cmvn = cmvn_for_cuts(cuts_path, cuts) if pipeline.cmvn else {}
     out = []
     feats_dir = feature_storage_dir(out_dir, split)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -143,7 +143,7 @@ def train_mono(
     ali_path = lambda j: exp_dir / f"ali.{j}.npz"  # noqa: E731
 
     with PassRunner(shards, lang_dir, jobs) as runner:
-        cmvn = compute_cmvn(runner)
+        cmvn = compute_cmvn(runner, cuts_paths)
         save_cmvn_npz(exp_dir / "cmvn_train.npz", cmvn)
         mean, var = global_stats(shards, config.pipeline, cmvn, config.init_utts)
         gmm = GmmSet.single(mean, var, tm.num_pdfs)

@@ -267,7 +267,7 @@ def train_tied(
     tree_cfg = TreeConfig(**{**config.tree.__dict__, "num_leaves": config.num_leaves})
 
     with PassRunner(shards, lang_dir, jobs) as runner:
-        cmvn = compute_cmvn(runner)
+        cmvn = compute_cmvn(runner, cuts_paths)
         save_cmvn_npz(exp_dir / "cmvn_train.npz", cmvn)
         front_end.ctx = TrainContext(exp_dir, lang, runner, cmvn, prev_ali, ali_path)
 

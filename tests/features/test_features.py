@@ -360,3 +360,45 @@ def test_features_cli_recomputes_cmvn_stats_older_than_the_manifest(tmp_path):
         np.testing.assert_array_equal(back[k], good[k])
     mtime = ark.stat().st_mtime
     assert main(cmd) == 0 and ark.stat().st_mtime == mtime  # up to date: left alone
+
+
+def test_gmm_stages_and_decoding_read_the_features_stage_cmvn(tmp_path):
+    """CMVN is computed once, by the features stage: the GMM trainers' and aligner's
+    ``compute_cmvn`` and decoding's / dump-gmm-feats' ``cmvn_for_cuts`` read
+    ``cmvn_<split>.ark`` beside the manifest, and compute only without a current one."""
+    import os
+
+    from asr_hf.cli import main
+    from asr_hf.features.cmvn import cmvn_for_cuts, stored_cmvn
+    from asr_hf.gmm.aligner import compute_cmvn
+
+    corpus = tmp_path / "corpus"
+    (corpus / "manifests").mkdir(parents=True)
+    _cuts(tmp_path).to_file(corpus / "manifests" / "cuts_train.jsonl.gz")
+    out = tmp_path / "f"
+    assert main(["features", "--corpus", str(corpus), "--out", str(out), "--kind", "mfcc", "--jobs", "1"]) == 0
+    manifest, ark = out / "cuts_train.jsonl.gz", out / "cmvn_train.ark"
+    cuts = CutSet.from_file(manifest)
+    computed = compute_cmvn_stats(cuts)
+    marked = {k: v + 1.0 for k, v in computed.items()}  # distinguishable from a recomputation
+    write_cmvn(marked, ark)
+
+    class NoPasses:  # a runner that fails if the GMM code computes the stats itself
+        def run(self, *a, **k):
+            raise AssertionError("CMVN recomputed although the features stage wrote it")
+
+    for got in (stored_cmvn([manifest]), cmvn_for_cuts(manifest, cuts), compute_cmvn(NoPasses(), [manifest])):
+        assert set(got) == set(marked)
+        for k in marked:
+            np.testing.assert_array_equal(got[k], marked[k])
+    # two manifests sharing a speaker: the stats add up
+    both = stored_cmvn([manifest, manifest])
+    np.testing.assert_array_equal(both["spk0"], 2 * marked["spk0"])
+    # stale (older than the manifest) or absent: computed from the features instead
+    os.utime(ark, (1, 1))
+    assert stored_cmvn([manifest]) is None
+    fresh = cmvn_for_cuts(manifest, cuts)
+    for k in computed:
+        np.testing.assert_allclose(fresh[k], computed[k], rtol=1e-12)
+    ark.unlink()
+    assert stored_cmvn([manifest]) is None and set(cmvn_for_cuts(manifest, cuts)) == set(computed)
