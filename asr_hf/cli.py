@@ -16,6 +16,10 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Sequence
 
 from asr_hf.utils.errors import DataError
+from asr_hf.utils.io import is_current, mark_output
+
+# argparse entries that are not part of a command's request (see utils.io.redo_option)
+NOT_REQUEST = ("func", "products", "request_ignore", "force", "verbose")
 
 # Modules that contribute subcommands.  A module missing here (not yet written)
 # is skipped so the CLI keeps working while the toolkit grows.
@@ -53,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         datefmt="%H:%M:%S",
     )
     try:
-        result = args.func(args)
+        result = _run(args)
     except DataError as exc:
         print(f"asr-hf {args.command}: error: {exc}", file=sys.stderr)
         return 2
@@ -65,6 +69,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"asr-hf {args.command}: error: {library_failure(exc)} (-v for the traceback)", file=sys.stderr)
         return 3
     return int(result or 0)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the command, or skip it when it declares its products and they are current
+    (made by the same request and newer than every input)."""
+    products = getattr(args, "products", None)
+    if products is None:
+        return args.func(args)
+    outputs, inputs = products(args)
+    skip = NOT_REQUEST + args.request_ignore
+    request = {"command": args.command, **{k: v for k, v in vars(args).items() if k not in skip}}
+    if not args.force and is_current(outputs, request, inputs):
+        print(f"asr-hf {args.command}: {outputs[0]} is current (same request, newer than its inputs); "
+              "skipped (--force redoes it)", file=sys.stderr)
+        return 0
+    result = args.func(args)
+    if not result:
+        mark_output(outputs[0], request)
+    return result
 
 
 def library_failure(exc: BaseException) -> str:

@@ -29,6 +29,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--corpus", required=True, type=Path, help="corpus dir with manifests/")
     p.add_argument("--split", required=True)
     p.add_argument("--out", required=True, type=Path)
+    from asr_hf.data.paths import corpus_cuts_file
+    from asr_hf.utils.io import redo_option
+
+    redo_option(p, lambda a: ([a.out], [corpus_cuts_file(a.corpus, a.split)]))
     p.set_defaults(func=_text)
 
     p = sub.add_parser("corpus-sizes", help="list the named synthetic corpus sizes")

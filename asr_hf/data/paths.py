@@ -24,6 +24,9 @@ is spelled once.  Layout::
     <ali>/cmvn_<split>.npz, trans_<split>.npz        CMVN stats, fMLLR transforms used
     <ali>/info.json                                  num_pdfs and per-split summaries
 
+    exp/<sys>/final.mdl [final.mat feature_pipeline.json]   a GMM system
+    <graph>/HCLG.fst                                 its decoding graph
+
 Every split-keyed manifest is a ``*_<split>.jsonl.gz`` file; :func:`split_of`
 reads the split back from a cuts path.
 """
@@ -177,6 +180,26 @@ def ali_info_path(ali_dir: Pathlike) -> Path:
     return Path(ali_dir) / "info.json"
 
 
+# --- systems -------------------------------------------------------------------
+
+GRAPH_FST = "HCLG.fst"
+
+
+def graph_fst(graph_dir: Pathlike) -> Path:
+    """``graph_dir/HCLG.fst``: the decoding graph."""
+    return Path(graph_dir) / GRAPH_FST
+
+
+#: The files of a GMM system dir that its outputs (decodes, dumped features) are a function of.
+SYSTEM_FILES = ("final.mdl", "final.mat", "feature_pipeline.json")
+
+
+def system_files(exp_dir: Pathlike) -> list[Path]:
+    """The :data:`SYSTEM_FILES` that ``exp_dir`` holds (``final.mat`` and the pipeline record
+    belong to LDA+MLLT / SAT systems only)."""
+    return [Path(exp_dir) / name for name in SYSTEM_FILES if (Path(exp_dir) / name).is_file()]
+
+
 __all__ = [
     "MANIFEST_SUFFIX",
     "MANIFESTS",
@@ -204,4 +227,8 @@ __all__ = [
     "ali_cmvn_path",
     "ali_transforms_path",
     "ali_info_path",
+    "GRAPH_FST",
+    "graph_fst",
+    "SYSTEM_FILES",
+    "system_files",
 ]

@@ -20,7 +20,8 @@ import json
 from pathlib import Path
 from typing import Optional
 
-from asr_hf.data.paths import split_of
+from asr_hf.data.paths import graph_fst, split_of, system_files
+from asr_hf.utils.io import redo_option
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,6 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=None, help="decode dir (default EXP/decode_<set>)")
     p.add_argument("--export-ark", type=Path, default=None, help="also write the GMM log-likelihoods (ark + .scp)")
     _decoder_options(p)
+    redo_option(p, _decode_gmm_products, ignore=("jobs",))
     p.set_defaults(func=_decode_gmm)
 
     p = sub.add_parser("decode-matrices", help="decode and score per-utterance log-likelihoods from a Kaldi ark/scp")
@@ -57,6 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="pdf counts ([ c0 c1 ... ]): the matrices are log-posteriors, divide by the priors",
     )  # fmt: skip
     _decoder_options(p)
+    redo_option(p, _decode_matrices_products, ignore=("jobs",))
     p.set_defaults(func=_decode_matrices)
 
     p = sub.add_parser("score", help="WER/SER of a hypothesis text against references")
@@ -112,6 +115,24 @@ def _config(args: argparse.Namespace):
     )  # fmt: skip
     sweep = [float(x) for x in args.sweep.split(",") if x] if args.sweep else None
     return cfg, sweep, source
+
+
+def _tuned_on(args: argparse.Namespace) -> list[Path]:
+    """The dev decode whose chosen acwt a test decode uses (an input of that decode)."""
+    return [args.acwt_from / "wer.json"] if args.acwt_from is not None else []
+
+
+def _decode_gmm_products(args: argparse.Namespace) -> tuple[list[Path], list[Path]]:
+    out = args.out if args.out is not None else args.exp / f"decode_{args.set_name or split_of(args.cuts)}"
+    graph = args.graph if args.graph is not None else args.exp / "graph"
+    outputs = [out] + ([args.export_ark] if args.export_ark is not None else [])
+    return outputs, [*system_files(args.exp), graph_fst(graph), args.cuts, *_tuned_on(args)]
+
+
+def _decode_matrices_products(args: argparse.Namespace) -> tuple[list[Path], list[Path]]:
+    matrices = Path(args.matrices[4:] if args.matrices.startswith(("ark:", "scp:")) else args.matrices)
+    refs = [p for p in (args.cuts, args.text, args.utt2spk, args.pdf_counts) if p is not None]
+    return [args.out], [graph_fst(args.graph), matrices, *refs, *_tuned_on(args)]
 
 
 def _mkgraph(args: argparse.Namespace) -> int:

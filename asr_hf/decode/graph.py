@@ -50,13 +50,13 @@ from typing import Any, Optional
 
 import numpy as np
 
+from asr_hf.data.paths import GRAPH_FST
 from asr_hf.utils.errors import DataError
 from asr_hf.utils.io import Pathlike, atomic_output, is_done, mark_done
 from asr_hf.utils.kaldi import kfst, khg
 
 log = logging.getLogger(__name__)
 
-GRAPH_FST = "HCLG.fst"
 GRAPH_JSON = "graph.json"
 TID2PDF = "tid2pdf.int"
 TRANSITION_MODEL = "transition_model.pkl"

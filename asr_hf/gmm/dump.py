@@ -18,18 +18,17 @@ import logging
 from pathlib import Path
 from typing import Optional
 
+from asr_hf.data.paths import system_files
 from asr_hf.utils.errors import DataError
 from asr_hf.utils.io import Pathlike, atomic_output, is_done, mark_done
 
 log = logging.getLogger(__name__)
 
-#: The system files the dumped features are a function of (besides the cuts and transforms).
-SYSTEM_FILES = ("final.mdl", "final.mat", "feature_pipeline.json")
 
 
 def _sources(exp_dir: Path, xforms_path: Optional[Path]) -> dict[str, str]:
     """``{path: sha256}`` of the files the features are made from (those present)."""
-    files = [exp_dir / name for name in SYSTEM_FILES if (exp_dir / name).is_file()]
+    files = system_files(exp_dir)  # besides the cuts and transforms
     if xforms_path is not None:
         files.append(xforms_path)
     return {str(p.resolve()): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}

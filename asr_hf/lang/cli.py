@@ -10,7 +10,7 @@ from pathlib import Path
 from asr_hf.lang.lang_dir import LangDir, prepare_lang
 from asr_hf.lang.lexicon import Lexicon, MissingPronunciation, collect_words, lexicon_for_words
 from asr_hf.lang.lm import ArpaLM, OovPolicy, Smoothing, make_G, train_lm
-from asr_hf.utils.io import atomic_output
+from asr_hf.utils.io import atomic_output, redo_option
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sil-prob", type=float, default=0.5, help="optional-silence probability in L.fst")
     p.add_argument("--position-dependent", action="store_true", help="word-position-dependent phones")
     p.add_argument("out_dir", type=Path, help="lang directory to write")
+    redo_option(p, lambda a: ([a.out_dir], [*(a.text or []), *(p for p in (a.lexicon, a.dict) if p)]))
     p.set_defaults(func=_prepare_lang)
 
     p = subparsers.add_parser("validate-lang", help="check a lang dir (Kaldi validate_lang.pl essentials)")
@@ -51,6 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--lang", type=Path, help="map training words outside this lang dir's words.txt to its OOV word")
     p.add_argument("--dev", type=Path, help="dev text for perplexity / OOV rate")
     p.add_argument("--report", type=Path, help="also write the dev report JSON here")
+    redo_option(p, lambda a: ([a.out, *([a.report] if a.report else [])],
+                              [a.text, *([a.lang / "words.txt"] if a.lang else []), *([a.dev] if a.dev else [])]))
     p.set_defaults(func=_train_lm)
 
     p = subparsers.add_parser("make-g", help="compile an ARPA LM into G.fst over a lang dir's words.txt")
@@ -59,6 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, help="default: <lang>/G.fst")
     p.add_argument("--oov", choices=[o.value for o in OovPolicy], default=OovPolicy.DROP.value,
                    help="ARPA words not in words.txt: drop their n-grams or fail")
+    redo_option(p, lambda a: ([a.out or a.lang / "G.fst"], [a.arpa, a.lang / "words.txt"]))
     p.set_defaults(func=_make_g)
 
 

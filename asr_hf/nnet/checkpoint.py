@@ -147,3 +147,31 @@ __all__ = [
     "to_cpu",
     "write_checkpoint",
 ]
+
+
+def finished_run(cfg: Any, root: Path) -> Optional[Path]:
+    """The exp dir when it holds a finished run of exactly ``cfg``, else None.
+
+    Finished means ``final.pt`` and ``train_summary.json`` exist and ``config.yaml`` is
+    ``cfg`` (resolved).  A run under any other config is left to the trainer, which resumes
+    it where ``trainer.resume`` says (a converged run under a tighter rule trains on).  A
+    finished run older than its training data (features or alignments remade since) is
+    refused: resuming it would mix two sets of targets.
+    """
+    from omegaconf import OmegaConf
+
+    from asr_hf.data.paths import cuts_file
+    from asr_hf.nnet.config import exp_dir_for
+
+    exp = Path(root) / exp_dir_for(cfg)
+    summary, config = exp / "train_summary.json", exp / "config.yaml"
+    if not (summary.is_file() and (exp / "final.pt").is_file() and config.is_file()):
+        return None
+    if config.read_text() != OmegaConf.to_yaml(cfg, resolve=True):
+        return None
+    d = cfg.data
+    for data in (cuts_file(Path(root) / d.feats_dir, d.train_split), cuts_file(Path(root) / d.ali_dir, d.train_split)):
+        if data.is_file() and data.stat().st_mtime > summary.stat().st_mtime:
+            raise DataError(str(exp), f"finished run older than its training data ({data} is newer than "
+                            f"{summary.name}); {RESTART_HINT}")  # fmt: skip
+    return exp

@@ -40,6 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ark", required=True, type=Path)
     p.add_argument("--prior-scale", type=float, default=1.0)
     p.add_argument("--device", default="auto")
+    from asr_hf.utils.io import redo_option
+
+    redo_option(p, lambda a: ([a.ark], [a.model, a.cuts]), ignore=("device",))
     p.set_defaults(func=_forward)
 
 
@@ -59,6 +62,13 @@ def _train(args: argparse.Namespace) -> int:
         raise DataError("config override", " ".join(str(exc).split())) from None
     if args.print_config:
         print(OmegaConf.to_yaml(cfg))
+        return 0
+    from asr_hf.nnet.checkpoint import finished_run
+
+    done = finished_run(cfg, args.root)
+    if done is not None:
+        print(f"asr-hf train-am: {done} holds a finished run of this config (final.pt, train_summary.json); "
+              "skipped (trainer.resume=false trains again)", file=sys.stderr)
         return 0
     command = "asr-hf " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     trainer = Trainer(cfg, root=args.root, command=command)

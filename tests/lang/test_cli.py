@@ -102,3 +102,29 @@ def test_train_lm_empty_text(tmp_path, capsys):
     empty.write_text("")
     assert main(["train-lm", "--text", str(empty), "--out", str(tmp_path / "lm.arpa")]) == 2
     assert "empty.txt: no sentences (empty text)" in capsys.readouterr().err
+
+
+def test_lang_commands_skip_current_outputs_and_redo_changed_ones(tmp_path, texts, capsys):
+    """Each command skips itself when its output was made by the same request and is newer than
+    its inputs, so the recipe needs no skip guards; another option, a newer input or --force redoes it."""
+    import os
+
+    train, _ = texts
+    arpa = tmp_path / "lm.arpa"
+    args = ["train-lm", "--text", str(train), "--out", str(arpa), "--order", "2"]
+    assert main(args) == 0
+    made = arpa.stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(args) == 0
+    assert arpa.stat().st_mtime_ns == made and "is current" in capsys.readouterr().err
+    assert main(args + ["--force"]) == 0
+    assert arpa.stat().st_mtime_ns != made
+    made = arpa.stat().st_mtime_ns
+    assert main(args[:-1] + ["3"]) == 0  # another --order
+    assert arpa.stat().st_mtime_ns != made  # retrained
+    assert "\\3-grams:" in arpa.read_text()
+    made = arpa.stat().st_mtime_ns
+    future = os.stat(tmp_path / ".lm.arpa.done").st_mtime + 10
+    os.utime(train, (future, future))  # the training text changed
+    assert main(args[:-1] + ["3"]) == 0
+    assert arpa.stat().st_mtime_ns != made

@@ -129,3 +129,42 @@ def test_nnet_forward_input_errors_are_one_line_and_write_no_ark(tmp_path, dev_f
     assert not ark.exists() and not list(tmp_path.glob(".out.ark*"))
     assert main(["nnet-forward", "--model", str(_final_pt(tmp_path / "ok.pt")), "--cuts", str(cuts), "--ark", str(ark),
                  "--device", "cpu"]) == 0 and ark.stat().st_size > 0  # fmt: skip
+
+
+def test_train_am_skips_a_finished_run_of_the_same_config_only(recipe_root, tmp_path, capsys):
+    """The recipe keeps no skip guard: train-am itself skips a finished run of the same config,
+    trains on under a changed one, and refuses a finished run older than its training data."""
+    import os
+
+    exp = tmp_path / "exp_skip"
+    argv = ["train-am", "--root", str(recipe_root), "model=dnn_tiny", "trainer.device=cpu", "optim=sgd",
+            "trainer.max_epochs=1", f"trainer.exp_dir={exp}"]
+    assert main(argv) == 0
+    final = exp / "final.pt"
+    made = final.stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert final.stat().st_mtime_ns == made and "holds a finished run of this config" in capsys.readouterr().err
+    assert main(argv[:-2] + ["trainer.max_epochs=2", f"trainer.exp_dir={exp}"]) == 0  # resumes and trains on
+    assert final.stat().st_mtime_ns != made
+    ali = recipe_root / "exp" / "tri1" / "ali" / "cuts_train.jsonl.gz"
+    later = (exp / "train_summary.json").stat().st_mtime + 10
+    os.utime(ali, (later, later))  # realigned since
+    try:
+        line = _error_line(capsys, argv[:-2] + ["trainer.max_epochs=2", f"trainer.exp_dir={exp}"])
+    finally:
+        os.utime(ali, None)
+    assert line.startswith(f"asr-hf train-am: error: {exp}: finished run older than its training data ({ali} is newer")
+
+
+def test_nnet_forward_skips_a_current_ark_and_redoes_it_for_a_newer_model(tmp_path, dev_fbank, capsys):
+    import os
+
+    model, ark = _final_pt(tmp_path / "ok.pt"), tmp_path / "out.ark"
+    argv = ["nnet-forward", "--model", str(model), "--cuts", str(dev_fbank), "--ark", str(ark), "--device", "cpu"]
+    assert main(argv) == 0
+    made = ark.stat().st_mtime_ns
+    assert main(argv) == 0 and ark.stat().st_mtime_ns == made
+    later = (tmp_path / ".out.ark.done").stat().st_mtime + 10
+    os.utime(model, (later, later))  # retrained
+    assert main(argv) == 0 and ark.stat().st_mtime_ns != made
