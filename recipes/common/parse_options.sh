@@ -1,11 +1,24 @@
 # Kaldi-style option parsing: `--foo-bar VALUE` sets the shell variable foo_bar,
 # which must already be defined by the calling script (so a typo is an error).
 # Arguments after `--` (or any non-option) are left in "$@" for the caller.
+# --help lists the variables assigned in $option_files (the defaults files; default "$0").
 while [ $# -gt 0 ]; do
   case "$1" in
     --help|-h)
+      # one line per option, in order of first definition, with its current value and the
+      # last comment given with it (a corpus's conf.sh overrides the shared defaults)
       echo "options (current values):"
-      grep -E '^[a-z_]+=' "$0" | sed 's/^/  --/; s/_/-/g; s/=/ (default: /; s/$/)/'
+      declare -A _notes=()
+      _names=()
+      # shellcheck disable=SC2086  # a list of files
+      while IFS= read -r line; do
+        name=${line%%=*} rest=${line#*=}
+        [ -n "${_notes[$name]+x}" ] || { _names+=("$name"); _notes[$name]=""; }
+        case $rest in *" #"*) _notes[$name]="  ${rest#*# }" ;; esac
+      done < <(grep -hE '^[a-z_][a-z0-9_]*=' ${option_files:-"$0"})
+      for name in "${_names[@]}"; do
+        echo "  --${name//_/-} \"${!name}\"${_notes[$name]}"
+      done
       exit 0 ;;
     --)
       shift; break ;;
