@@ -10,6 +10,7 @@ utterance id) plus ``<corpus>/lm_text.txt`` (training transcripts);
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -78,6 +79,15 @@ def load_cuts(corpus_dir: Pathlike, split: str):
 def splits_present(corpus_dir: Pathlike) -> Sequence[str]:
     """The standard splits (:data:`asr_hf.data.paths.SPLITS`) whose cuts ``corpus_dir`` holds."""
     return [s for s in SPLITS if corpus_cuts_file(corpus_dir, s).is_file()]
+
+
+#: ``sp<factor>-`` prefix of a speed-perturbed copy's cut / speaker id (:func:`speed_perturb`)
+SPEED_PREFIX = re.compile(r"^sp[0-9]+(?:\.[0-9]+)?-")
+
+
+def perturbation_source(cut_id: str) -> str:
+    """The id of the cut that ``cut_id`` is a speed-perturbed copy of (itself if none)."""
+    return SPEED_PREFIX.sub("", cut_id, count=1)
 
 
 def speed_perturb(cuts, factors: Sequence[float]):

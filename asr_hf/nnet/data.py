@@ -85,18 +85,38 @@ def load_utterances(feature_cuts, alignment_cuts=None, require_alignment: bool =
     return Utterances(ids, np.concatenate(feats), np.concatenate(targets), np.asarray(lengths, dtype=np.int64))
 
 
-def heldout_split_indices(num_utts: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """``(train, heldout)`` utterance positions, each ascending: a random ``fraction`` held out."""
+def heldout_split_indices(
+    num_utts: int, fraction: float, seed: int, groups: Optional[Sequence[str]] = None
+) -> tuple[list[int], list[int]]:
+    """``(train, heldout)`` utterance positions, each ascending: a random ``fraction`` held out.
+
+    Args:
+        num_utts: number of utterances.
+        fraction: share of the groups to hold out.
+        seed: the draw.
+        groups: per utterance, the group it belongs to (e.g. the source utterance of a
+            speed-perturbed copy); a group is held out or trained on whole, so no copy of a
+            held-out utterance is trained on.  Default: each utterance its own group.  With
+            one group per utterance the split equals the ungrouped one.
+    """
     rng = np.random.default_rng(seed)
-    u = num_utts
-    n_held = max(1, int(round(fraction * u))) if fraction > 0 else 0
-    held = set(rng.permutation(u)[:n_held].tolist())
-    return [i for i in range(u) if i not in held], sorted(held)
+    keys = list(range(num_utts)) if groups is None else list(groups)
+    if len(keys) != num_utts:
+        raise ValueError(f"{len(keys)} group keys for {num_utts} utterances")
+    order = list(dict.fromkeys(keys))  # groups in order of first appearance
+    n_held = max(1, int(round(fraction * len(order)))) if fraction > 0 and order else 0
+    held_groups = {order[i] for i in rng.permutation(len(order))[:n_held].tolist()}
+    held = [i for i, k in enumerate(keys) if k in held_groups]
+    return [i for i, k in enumerate(keys) if k not in held_groups], held
 
 
 def split_heldout(utts: Utterances, fraction: float, seed: int) -> tuple[Utterances, Utterances]:
-    """Hold out a random ``fraction`` of utterances (never frames of one utterance in both)."""
-    train, held = heldout_split_indices(len(utts.ids), fraction, seed)
+    """Hold out a random ``fraction`` of utterances (never frames of one utterance in both, nor
+    a speed-perturbed copy of a held-out utterance in training)."""
+    from asr_hf.data.cuts import perturbation_source
+
+    groups = [perturbation_source(i) for i in utts.ids]
+    train, held = heldout_split_indices(len(utts.ids), fraction, seed, groups)
     bounds = np.concatenate([[0], np.cumsum(utts.lengths)])
 
     def take(sel: Sequence[int]) -> Utterances:

@@ -56,6 +56,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from asr_hf.data.cuts import perturbation_source
 from asr_hf.nnet.checkpoint import (
     TrainState,
     check_checkpoint_matches,
@@ -260,7 +261,9 @@ class Trainer:
                         len(feature_cuts) - len(usable))  # fmt: skip
         if not usable:
             raise DataError(str(ali), "no utterance with features and alignment")
-        train_pos, held_pos = heldout_split_indices(len(usable), d.heldout_fraction, seed=self.cfg.trainer.seed)
+        # a speed-perturbed copy goes to the side of its source utterance (Kaldi splits by speaker)
+        train_pos, held_pos = heldout_split_indices(len(usable), d.heldout_fraction, seed=self.cfg.trainer.seed,
+                                                    groups=[perturbation_source(u) for u in usable])  # fmt: skip
         if self.world_size > 1:  # this rank's contiguous share of the utterances of each set
             if len(train_pos) < self.world_size:
                 raise DataError(str(feats), f"{len(train_pos)} training utterances for {self.world_size} processes")

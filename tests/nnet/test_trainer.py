@@ -39,6 +39,25 @@ def test_heldout_split_is_by_utterance():
     assert sorted(np.concatenate([tr.targets, he.targets]).tolist()) == list(range(55))
 
 
+def test_heldout_split_keeps_speed_perturbed_copies_with_their_source():
+    """A held-out utterance's sp0.9-/sp1.1- copies are never trained on (they are the same
+    sentence by the same voice), and without copies the split is the ungrouped one."""
+    from asr_hf.data.cuts import perturbation_source
+    from asr_hf.nnet.data import heldout_split_indices
+
+    base = [f"spk{i % 7}-utt{i}" for i in range(40)]
+    ids = [f"{p}{u}" for p in ("", "sp0.9-", "sp1.1-") for u in base]
+    assert perturbation_source("sp0.9-spk1-utt3") == "spk1-utt3" == perturbation_source("spk1-utt3")
+    assert perturbation_source("sp1-spk1-utt3") == "spk1-utt3" and perturbation_source("spx-a") == "spx-a"
+    u = Utterances(ids, np.zeros((120, 2), np.float32), np.zeros(120, np.int64), np.ones(120, np.int64))
+    tr, he = split_heldout(u, 0.1, seed=3)
+    held_src = {perturbation_source(i) for i in he.ids}
+    assert len(held_src) == 4 and len(he.ids) == 12  # 10% of the 40 sources, each with its 3 versions
+    assert not held_src & {perturbation_source(i) for i in tr.ids}
+    for seed in range(5):
+        assert heldout_split_indices(40, 0.2, seed, groups=base) == heldout_split_indices(40, 0.2, seed)
+
+
 def test_log_priors_disable_unseen():
     pri = log_priors(np.array([1, 3, 0]))
     np.testing.assert_allclose(pri[:2], np.log([0.25, 0.75]))
