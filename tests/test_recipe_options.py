@@ -57,3 +57,10 @@ def test_unknown_option_is_one_line_error():
     res = subprocess.run(["bash", str(REPO / "recipes" / "synth_bn" / "run.sh"), "--tri-leafs", "5"],
                          capture_output=True, text=True, timeout=60)  # fmt: skip
     assert res.returncode == 1 and "unknown option --tri-leafs" in res.stderr
+
+
+@pytest.mark.parametrize("script", sorted(p.relative_to(REPO).as_posix() for p in (REPO / "recipes").rglob("*.sh")))
+def test_recipe_scripts_parse(script):
+    """``bash -n``: a quoting slip in a sourced file otherwise only shows when that stage runs."""
+    res = subprocess.run(["bash", "-n", str(REPO / script)], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr

@@ -30,7 +30,7 @@ def _run(cwd: Path, *args: str) -> subprocess.CompletedProcess:
 def test_synth_bn_recipe_end_to_end(tmp_path):
     args = ["--style", "bn", "--size", "tiny", "--jobs", "2", "--mono-totgauss", "150", "--tri-leaves", "80",
             "--tri-totgauss", "300", "--tri2-leaves", "80", "--tri2-totgauss", "300", "--tri3-leaves", "80", "--tri3-totgauss", "300",
-            "--optimizers", "sgd hf_lbfgs_sampled", "--model", "dnn_tiny",
+            "--optimizers", "sgd hf_lbfgs_sampled", "--model", "dnn_tiny", "--speed-perturb", "0.9,1.0,1.1",
             "--trainer", "cpu_demo", "--acwt-sweep-gmm", "0.08,0.12", "--acwt-sweep-dnn", "0.08,0.12",
             "--", "trainer.max_epochs=2", "trainer.max_iters=3", "trainer.time_budget_s=60"]
     res = _run(tmp_path, *args)
@@ -41,10 +41,20 @@ def test_synth_bn_recipe_end_to_end(tmp_path):
             assert 0 <= wer["wer_percent"] <= 150 and wer["ref_words"] > 0, (sys_name, s, wer)
     results = (tmp_path / "RESULTS.md").read_text()
     assert "dnn_hf_lbfgs_sampled" in results and "tri2" in results
-    # the DNNs train on the last GMM's alignments and its speaker-adapted features (Kaldi nnet1)
+    # the DNNs train on the last GMM's alignments and its speaker-adapted features (Kaldi nnet1),
+    # of the speed-perturbed training copies (Kaldi nnet3); the GMMs trained on the originals
     cmd = (tmp_path / "exp" / "dnn_sgd" / "command.txt").read_text()
-    assert "exp/tri3/ali" in cmd and "data/gmmfeats_tri3" in cmd, cmd
-    for s in ("train", "dev", "test"):
+    assert "data.ali_dir=exp/tri3/ali_sp" in cmd and "data.feats_dir=data/gmmfeats_tri3_sp" in cmd, cmd
+    from lhotse import CutSet
+
+    def ids(path):
+        return {c.id for c in CutSet.from_file(tmp_path / path)}
+
+    originals = ids("data/mfcc/cuts_train.jsonl.gz")
+    assert not any(i.startswith("sp") for i in originals)
+    assert ids("data/gmmfeats_tri3_sp/cuts_train.jsonl.gz") == {f"{p}{i}" for i in originals for p in ("", "sp0.9-", "sp1.1-")}
+    assert len(ids("exp/tri3/ali_sp/cuts_train.jsonl.gz")) >= 0.95 * 3 * len(originals)
+    for s in ("dev", "test"):
         assert (tmp_path / "data" / "gmmfeats_tri3" / f"cuts_{s}.jsonl.gz").is_file(), s
     # the report carries the wall time of every stage and the held-out speakers of the best system
     for stage in range(0, 10):

@@ -62,16 +62,24 @@ train_am() {
 # the GMM system whose alignments (and tree, and graph) the DNNs use: the last of gmm_systems
 # ("mono tri1", "mono tri1 tri2" or "mono tri1 tri2 tri3")
 ali_system() { echo "${gmm_systems##* }"; }
+# --speed-perturb F1,F2,... (Kaldi nnet3's run_ivector_common.sh): the GMMs train on the
+# original data; stage 2 also makes features of speed-perturbed training copies (sp<f>-<utt>,
+# new speakers), the last GMM aligns them in stage 5 (align_fmllr.sh for a SAT system: their
+# speakers' fMLLR transforms are estimated), and the DNNs train on them; dev/test are unperturbed
+sp=""
+[ -n "${speed_perturb:-}" ] && sp=_sp
 # the alignments stage 5 writes and stage 8 trains on: one variable, so the two cannot drift
-ali_dir=exp/$(ali_system)/ali
+ali_dir=exp/$(ali_system)/ali$sp
 # the DNN's input features: dnn_feats=fbank (log-mel, data/fbank) or gmm (Kaldi nnet1's
 # make_fmllr_feats.sh: the alignment system's own input features, speaker-adapted by fMLLR
-# for a SAT system; written to data/gmmfeats_<system> by stages 5 and 9)
+# for a SAT system; written to data/gmmfeats_<system> by stages 5 and 9); the training
+# features (dnn_train_feats_dir) are the speed-perturbed ones with --speed-perturb
 case "${dnn_feats:-fbank}" in
   fbank) dnn_feats_dir=data/fbank ;;
   gmm) dnn_feats_dir=data/gmmfeats_$(ali_system) ;;
   *) echo "dnn_feats must be fbank or gmm, got '$dnn_feats'" >&2; exit 1 ;;
 esac
+dnn_train_feats_dir=$dnn_feats_dir$sp
 
 run_pipeline() {
   local jobs_opt=""
@@ -87,14 +95,17 @@ run_pipeline() {
   fi
 
   if want 2; then
-    log "Stage 2: features (fbank ${num_mel_bins} for the DNN, MFCC for the GMMs)${speed_perturb:+, train speed-perturbed $speed_perturb}"
-    # --speed-perturb (Kaldi's perturb_data_dir_speed.sh) adds sp<f>- copies of the training
-    # utterances as new speakers; GMMs, alignments and the DNN then all train on them
-    local sp_opt=""
-    [ -n "${speed_perturb:-}" ] && sp_opt="--speed-perturb $speed_perturb"
+    log "Stage 2: features (fbank ${num_mel_bins} for the DNN, MFCC for the GMMs)${speed_perturb:+; DNN training copies speed-perturbed $speed_perturb}"
     asr-hf features --corpus data/corpus --out data/fbank --kind fbank --num-mel-bins "$num_mel_bins" \
-      --sampling-rate "$sample_rate" $sp_opt $jobs_opt
-    asr-hf features --corpus data/corpus --out data/mfcc --kind mfcc --sampling-rate "$sample_rate" $sp_opt $jobs_opt
+      --sampling-rate "$sample_rate" $jobs_opt
+    asr-hf features --corpus data/corpus --out data/mfcc --kind mfcc --sampling-rate "$sample_rate" $jobs_opt
+    if [ -n "$sp" ]; then
+      # the alignment system reads MFCC; a fbank DNN also needs the copies' fbank
+      asr-hf features --corpus data/corpus --out data/mfcc_sp --kind mfcc --sampling-rate "$sample_rate" \
+        --splits train --speed-perturb "$speed_perturb" $jobs_opt
+      [ "${dnn_feats:-fbank}" = fbank ] && asr-hf features --corpus data/corpus --out data/fbank_sp --kind fbank \
+        --num-mel-bins "$num_mel_bins" --sampling-rate "$sample_rate" --splits train --speed-perturb "$speed_perturb" $jobs_opt
+    fi
   fi
 
   if want 3; then
@@ -122,11 +133,15 @@ run_pipeline() {
   fi
 
   if want 5; then
-    log "Stage 5: frame alignments (DNN targets) with $(ali_system)"
-    asr-hf align data/mfcc/cuts_train.jsonl.gz data/lang "exp/$(ali_system)" --out "$ali_dir" $jobs_opt
+    log "Stage 5: frame alignments (DNN targets) with $(ali_system)${sp:+ of the speed-perturbed training copies}"
+    asr-hf align "data/mfcc$sp/cuts_train.jsonl.gz" data/lang "exp/$(ali_system)" --out "$ali_dir" $jobs_opt
     if [ "${dnn_feats:-fbank}" = gmm ]; then
-      log "Stage 5: the DNN's training features: exp/$(ali_system)'s adapted features -> $dnn_feats_dir"
-      asr-hf dump-gmm-feats "exp/$(ali_system)" data/mfcc/cuts_train.jsonl.gz --out "$dnn_feats_dir" --split train
+      log "Stage 5: the DNN's training features: exp/$(ali_system)'s adapted features -> $dnn_train_feats_dir"
+      # the copies' speakers have the transforms their alignment estimated (SAT systems)
+      local trans_opt=""
+      [ -n "$sp" ] && [ -f "$ali_dir/trans_train.npz" ] && trans_opt="--trans $ali_dir/trans_train.npz"
+      asr-hf dump-gmm-feats "exp/$(ali_system)" "data/mfcc$sp/cuts_train.jsonl.gz" --out "$dnn_train_feats_dir" \
+        --split train $trans_opt
     fi
   fi
 
@@ -157,7 +172,7 @@ run_pipeline() {
         # skips a finished run of the same config; resumes a killed one (trainer.resume)
         train_am --root . \
           data="$data_conf" model="$model" trainer="$trainer" optim="$opt" \
-          data.ali_dir="$ali_dir" data.feats_dir="$dnn_feats_dir" trainer.exp_dir="exp/$name" trainer.seed="$seed" $seed_opt $train_overrides
+          data.ali_dir="$ali_dir" data.feats_dir="$dnn_train_feats_dir" trainer.exp_dir="exp/$name" trainer.seed="$seed" $seed_opt $train_overrides
       done
     done
   fi
