@@ -4,6 +4,7 @@ swbd_audio=""         # stage 0 inputs: LDC97S62, the ms98 transcriptions, LDC20
 swbd_transcripts=""
 eval2000_audio=""
 eval2000_transcripts=""
+swbd_dev_utterances=4000  # dev: the first conversations up to this many utterances (Kaldi's train_dev)
 data_conf=swb300      # conf/data/
 sample_rate=8000
 tri_leaves=9300

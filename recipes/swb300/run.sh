@@ -23,6 +23,7 @@ if want 0; then
     echo "$0: --swbd-audio and --swbd-transcripts are required for stage 0" >&2; exit 1
   fi
   asr-hf prepare-swbd --audio-dir "$swbd_audio" --transcripts-dir "$swbd_transcripts" \
+    --dev-utterances "$swbd_dev_utterances" \
     ${eval2000_audio:+--eval2000-audio-dir "$eval2000_audio"} \
     ${eval2000_transcripts:+--eval2000-transcripts-dir "$eval2000_transcripts"} --out data/manifests
   asr-hf make-cuts --manifests data/manifests --out data/corpus

@@ -29,8 +29,10 @@ UNK = "<unk>"
 #: Segments may end this many seconds after their recording before it is an error
 #: (they are clipped); Kaldi's extract-segments tolerates the same overshoot.
 MAX_OVERSHOOT = 0.5
-#: Kaldi's hub4 recipe drops segments shorter than this (seconds).
-MIN_SEGMENT = 0.005
+#: Segments shorter than one 25-ms analysis window are dropped (seconds): they give no
+#: feature frame (real BN transcripts have 5-ms <time> segments; Kaldi's hub4 recipe keeps
+#: those down to 5 ms, and its extract-segments then drops anything under 0.1 s by default).
+MIN_SEGMENT = 0.025
 #: An SGML/XML-like tag; double-quoted attribute values may contain ``>``
 #: (``<contraction e_form="[we=>we]['re=>are]">``).
 _TAG = re.compile(r'<[A-Za-z/](?:[^>"]|"[^"]*")*>')
