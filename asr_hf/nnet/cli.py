@@ -49,17 +49,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _train(args: argparse.Namespace) -> int:
     from omegaconf import OmegaConf
 
-    from asr_hf.nnet.config import compose
-    from asr_hf.nnet.trainer import Trainer
-
     from hydra.errors import HydraException
 
-    from asr_hf.utils.errors import DataError
+    from asr_hf.nnet.config import compose, explain_override_error
+    from asr_hf.nnet.trainer import Trainer
 
     try:
         cfg = compose(args.overrides, config_dir=args.config_dir)
     except HydraException as exc:
-        raise DataError("config override", " ".join(str(exc).split())) from None
+        raise explain_override_error(exc, args.overrides, args.config_dir) from None
     if args.print_config:
         print(OmegaConf.to_yaml(cfg))
         return 0

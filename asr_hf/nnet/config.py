@@ -183,6 +183,54 @@ def compose(overrides: list[str] | None = None, config_dir: Optional[str] = None
     return cfg
 
 
+def explain_override_error(exc: Exception, overrides: list[str], config_dir: Optional[str] = None):
+    """A one-line :class:`~asr_hf.utils.errors.DataError` for Hydra's composition error
+    ``exc``: an unknown key names the valid keys of its section (an optimizer's options by
+    the registry's rule), an unknown config group option the configs there are."""
+    import difflib
+    import re
+
+    from omegaconf import OmegaConf
+
+    from asr_hf.optim.registry import check_optimizer_options
+    from asr_hf.utils.errors import DataError
+
+    text = " ".join(str(exc).split())
+    fallback = DataError("config override", text)
+    unknown = re.search(r"Could not override '([^']+)'", text)
+    if unknown:
+        key = unknown.group(1)
+        rest = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != key]
+        try:
+            base = compose(rest, config_dir=config_dir)
+        except Exception:
+            return fallback
+        parent, _, leaf = key.rpartition(".")
+        if parent == "optim.options":
+            value = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == key and "=" in o), None)
+            try:
+                check_optimizer_options(base.optim.name, {leaf: value})
+            except DataError as err:
+                return err
+            return fallback
+        node = OmegaConf.select(base, parent) if parent else base
+        if not OmegaConf.is_dict(node):
+            return fallback
+        valid = sorted(str(k) for k in node.keys())
+        hint = difflib.get_close_matches(leaf, valid, n=1)
+        guess = f" (did you mean {hint[0]}?)" if hint else ""
+        return DataError(key, f"unknown key{guess}; valid in {parent or 'the config'}: {', '.join(valid)}")
+    missing = re.search(r"Could not find '([^'/]+)/([^']+)'", text)
+    if missing:
+        group, name = missing.groups()
+        folder = Path(config_dir or default_conf_dir()) / group
+        valid = sorted(f.stem for f in folder.glob("*.yaml") if not f.stem.endswith("_schema"))
+        hint = difflib.get_close_matches(name, valid, n=1)
+        guess = f" (did you mean {hint[0]}?)" if hint else ""
+        return DataError(f"{group}={name}", f"no such config in {folder}{guess}; available: {', '.join(valid)}")
+    return fallback
+
+
 def type_optim_options(cfg) -> None:
     """Check ``cfg.optim.options`` against the registry (a one-line
     :class:`~asr_hf.utils.errors.DataError` naming the valid keys, or the expected type)

@@ -288,6 +288,16 @@ def check_optimizer_options(name: str, options: dict[str, Any]) -> None:
         problem = _type_problem(specs[key], value) if key in specs else None
         if problem:
             raise DataError("optim.options", f"{key}={value!r} for optimizer {name}: {problem}")
+    # the value rules of dataclass configs (HFConfig's damping > 0, ...), before any data is
+    # loaded: the dataclass is built from the preset and the options it owns
+    entry = _lookup(name)
+    for source in entry.options_from:
+        if dataclasses.is_dataclass(source):
+            own = {f.name for f in dataclasses.fields(source)}
+            try:
+                source(**{k: v for k, v in {**entry.preset, **options}.items() if k in own})
+            except (ValueError, TypeError) as exc:
+                raise DataError("optim.options", f"{' '.join(str(exc).split())} (optimizer {name})") from None
 
 
 def _type_hints(obj: Any) -> dict[str, Any]:

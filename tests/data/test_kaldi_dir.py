@@ -202,6 +202,16 @@ def test_validate_duplicate_id(valid_dir):
         import_kaldi_dir(valid_dir)
 
 
+def test_validate_names_a_file_that_is_not_utf8(valid_dir):
+    text = valid_dir / "text"
+    data = text.read_bytes()
+    cut = data.index(b"\n") + 1 + data[data.index(b"\n") + 1 :].index(b" ") + 1  # first word of line 2
+    text.write_bytes(data[:cut] + b"caf\xe9 " + data[cut:])  # Latin-1, not UTF-8
+    assert validate_kaldi_dir(valid_dir) == [f"{text}: not valid UTF-8 (byte {cut + 3})"]
+    with pytest.raises(DataError, match=f"{text}: not valid UTF-8"):
+        import_kaldi_dir(valid_dir)
+
+
 def test_validate_segment_outside_recording(valid_dir):
     _edit(valid_dir / "segments", lambda ls: [
         "spk2-b1 recB 0.1 2.5" if x.startswith("spk2-b1 ") else x for x in ls])

@@ -68,6 +68,26 @@ def test_bad_audio_skipped_and_reported(tmp_path):
     assert bad.id in (tmp_path / "fb" / "skipped_train.txt").read_text()
 
 
+def test_empty_wav_is_named_and_nothing_is_written(tmp_path):
+    """A well-formed WAV holding 0 samples (a header and nothing else): one line naming the
+    file; no manifest or feature archive is left, and with skip_bad it is one skip line."""
+    cuts = list(_cuts(tmp_path, n=2))
+    path = tmp_path / "spk1-empty.wav"
+    sf.write(path, np.zeros(0, np.float32), 16000)
+    rec = Recording.from_file(path, recording_id=path.stem)
+    empty = MonoCut(path.stem, 0.0, rec.duration, 0, recording=rec,
+                    supervisions=[SupervisionSegment(path.stem, path.stem, 0.0, rec.duration, text="hi", speaker="spk1")])
+    cuts[1] = empty
+    with pytest.raises(DataError) as err:
+        compute_features(CutSet.from_cuts(cuts), "fbank", tmp_path / "fb", "train", jobs=1, progress=False)
+    assert str(err.value) == f"{empty.id}: {path}: empty audio"
+    assert not (tmp_path / "fb" / "cuts_train.jsonl.gz").exists()
+    out = compute_features(CutSet.from_cuts(cuts), "fbank", tmp_path / "fb2", "train", jobs=1, skip_bad=True,
+                           progress=False)
+    assert [c.id for c in out] == [cuts[0].id]
+    assert (tmp_path / "fb2" / "skipped_train.txt").read_text().splitlines() == [f"{empty.id}\t{path}: empty audio"]
+
+
 def test_wrong_sampling_rate_named(tmp_path):
     cuts = _cuts(tmp_path, sr=8000)
     with pytest.raises(DataError, match="8000 Hz, expected 16000"):

@@ -7,10 +7,13 @@ import torch
 from lhotse import CutSet
 
 from asr_hf.cli import main
-from asr_hf.nnet.config import compose
+from asr_hf.nnet.config import compose, default_conf_dir
 from asr_hf.nnet.model import DNN, DNNConfig
 from asr_hf.optim.hf import HFConfig
 from asr_hf.optim.registry import available_optimizers, check_optimizer_options
+
+
+OPTIM_DIR = default_conf_dir() / "optim"
 
 
 def _error_line(capsys, argv):
@@ -30,6 +33,15 @@ def _error_line(capsys, argv):
          "optim.options: unknown option lrr for optimizer sgd (did you mean lr?); valid: dampening, lr, momentum, "
          "nesterov, weight_decay"),
         (["optim.name=hff"], "optim.name: unknown optimizer 'hff'; registered: " + ", ".join(sorted(available_optimizers()))),
+        # the same typos in the forms Hydra itself refuses: no "+", a config group option
+        (["optim=hf", "optim.options.cg_max_iter=5"],
+         "optim.options: unknown option cg_max_iter for optimizer hf (did you mean cg_max_iters?); valid: "
+         + ", ".join(sorted(HFConfig.__dataclass_fields__))),
+        (["trainer.max_iterz=3"],
+         "trainer.max_iterz: unknown key (did you mean max_iters?); valid in trainer: "
+         + ", ".join(sorted(compose([]).trainer.keys()))),
+        (["optim=hff"], f"optim=hff: no such config in {OPTIM_DIR} (did you mean hf?); available: "
+         + ", ".join(sorted(p.stem for p in OPTIM_DIR.glob("*.yaml") if not p.stem.endswith("_schema")))),
         (["optim=hf", "optim.options.initial_damping=abc"],
          "optim.options: initial_damping='abc' for optimizer hf: expected a number"),
         (["optim=hf", "optim.options.cg_max_iters=2.5"],
@@ -41,6 +53,7 @@ def _error_line(capsys, argv):
         (["optim=hf", "+optim.options.min_damping=1"],
          "optim.options: min_damping must be in [0, initial_damping=0.01], got 1 (optimizer hf)"),
         (["trainer.max_iters=0"], "trainer.max_iters: must be >= 1, got 0"),
+        (["trainer.max_iters=-1"], "trainer.max_iters: must be >= 1, got -1"),
         (["trainer.max_epochs=0"], "trainer.max_epochs: must be >= 1, got 0"),
         (["trainer.max_nonfinite=0"], "trainer.max_nonfinite: must be >= 1, got 0"),
     ],
@@ -51,6 +64,15 @@ def test_train_am_option_errors_are_one_line(recipe_root, capsys, overrides, mes
             f"trainer.exp_dir={exp}", *overrides]  # fmt: skip
     assert _error_line(capsys, argv) == f"asr-hf train-am: error: {message}"
     assert not exp.exists()
+
+
+def test_option_values_are_checked_before_any_data_is_looked_for(tmp_path, capsys):
+    """A root with no data at all: the bad value is the error, not the missing alignments."""
+    argv = ["train-am", "--root", str(tmp_path), "model=dnn_tiny", "trainer.device=cpu", "optim=hf_lbfgs_sampled",
+            "optim.options.initial_damping=0", f"trainer.exp_dir={tmp_path / 'exp'}"]
+    assert _error_line(capsys, argv) == (
+        "asr-hf train-am: error: optim.options: initial_damping must be > 0, got 0 (optimizer hf_lbfgs_sampled)")
+    assert not (tmp_path / "exp").exists()
 
 
 def test_every_shipped_optimizer_config_passes_the_option_check():
