@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -124,6 +125,7 @@ def train_mono(
     exp_dir = Path(exp_dir)
     cuts_paths = [cuts_paths] if isinstance(cuts_paths, (str, Path)) else list(cuts_paths)
     if is_done(exp_dir):
+        check_same_request(exp_dir, "train_mono", lang_dir, cuts_paths, config)
         log.info("monophone system %s already complete", exp_dir)
         return GmmSystem.load(exp_dir)
     t_start = time.time()
@@ -180,6 +182,48 @@ def train_mono(
     mark_done(exp_dir)
     log.info("mono done: %s", json.dumps(summary))
     return system
+
+
+#: config fields that change how a system is computed, not what it is
+_RUN_ONLY = ("jobs",)
+
+
+def _request(stage: str, lang_dir, cuts_paths, config) -> dict:
+    cfg = {k: v for k, v in dataclasses.asdict(config).items() if k not in _RUN_ONLY}
+    return json.loads(json.dumps({"stage": stage, "lang_dir": str(lang_dir), "cuts": [str(p) for p in cuts_paths],
+                                  "config": cfg}, default=str))
+
+
+def _same(a, b) -> bool:
+    """Equal, or the same files named by other paths (a relative and an absolute one)."""
+    if a == b:
+        return True
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    try:
+        return isinstance(a, str) and isinstance(b, str) and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_same_request(exp_dir: Path, stage: str, lang_dir, cuts_paths, config) -> None:
+    """A finished system (``.done``) is reused only for the request that made it: other
+    options, data or stage raise a one-line :class:`DataError` (never a silent reuse)."""
+    path = Path(exp_dir) / "config.json"
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(str(path), f"finished system without a readable config.json ({type(exc).__name__}); "
+                                   f"remove {exp_dir} to retrain") from None
+    have = {k: record.get(k) for k in ("stage", "lang_dir", "cuts")}
+    have["config"] = {k: v for k, v in (record.get("config") or {}).items() if k not in _RUN_ONLY}
+    want = _request(stage, lang_dir, cuts_paths, config)
+    diff = [f"{k}: {have['config'].get(k)!r} -> {v!r}" for k, v in want["config"].items() if have["config"].get(k) != v]
+    diff += [f"{k}: {have[k]!r} -> {want[k]!r}" for k in ("stage", "lang_dir", "cuts") if not _same(have[k], want[k])]
+    if diff:
+        raise DataError(str(exp_dir), f"stale: a finished {have['stage']} system made with other options "
+                                      f"({'; '.join(diff[:4])}{'; ...' if len(diff) > 4 else ''}); remove {exp_dir} "
+                                      "(or train into another directory) to retrain")
 
 
 def _write_config(exp_dir: Path, stage: str, lang_dir, cuts_paths, config) -> None:

@@ -31,7 +31,7 @@ from asr_hf.gmm.aligner import align_with_runner, compute_cmvn
 from asr_hf.gmm.feats import FeaturePipeline
 from asr_hf.gmm.gmm import GmmSet
 from asr_hf.gmm.model import GmmSystem, save_cmvn_npz
-from asr_hf.gmm.mono import _write_config, read_phone_sets
+from asr_hf.gmm.mono import _write_config, check_same_request, read_phone_sets
 from asr_hf.gmm.passes import AliSource, ConvertSpec, PassRunner, PassSpec, default_jobs, log_failures, split_cuts
 from asr_hf.gmm.topo import TransitionInfo
 from asr_hf.gmm.trainer import EmSchedule, run_em
@@ -244,6 +244,7 @@ def train_tied(
     exp_dir, src_dir = Path(exp_dir), Path(src_dir)
     cuts_paths = [cuts_paths] if isinstance(cuts_paths, (str, Path)) else list(cuts_paths)
     if is_done(exp_dir):
+        check_same_request(exp_dir, front_end.stage, lang_dir, cuts_paths, config)
         log.info("triphone system %s already complete", exp_dir)
         return GmmSystem.load(exp_dir)
     src_ali = tid_ali_path(system_ali_dir(src_dir), "train")

@@ -1,11 +1,15 @@
 """Monophone -> triphone training and alignment on the tiny synthetic corpus."""
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 
 from asr_hf.gmm.model import GmmSystem, read_log
+from asr_hf.gmm.mono import MonoConfig, train_mono
+from asr_hf.gmm.tree import TreeConfig
+from asr_hf.gmm.tri import TriConfig, train_tri
 from asr_hf.gmm.targets import read_pdf_counts
 
 pytestmark = pytest.mark.slow
@@ -83,3 +87,28 @@ def test_align_dev_with_cli_and_score(systems, tiny_corpus):
     assert ll.shape == (cut.num_frames, tri.num_pdfs) and np.isfinite(ll).all()
     ali = cut.load_pdf_ali()
     assert ll[np.arange(len(ali)), ali].mean() > ll.mean(1).mean()
+
+
+def test_a_finished_system_is_reused_only_for_the_request_that_made_it(systems, tiny_corpus, caplog):
+    """Rerunning the same command reuses the finished system (``jobs`` may differ); other
+    options are one line naming what changed, and the system is left as it was."""
+    from asr_hf.cli import main
+    from asr_hf.utils.errors import DataError
+
+    mdl = systems / "tri1" / "final.mdl"
+    before = mdl.stat().st_mtime_ns
+    train, lang = systems / "cuts_train.jsonl.gz", tiny_corpus.lang_dir
+    same = TriConfig(num_leaves=150, totgauss=500, num_iters=8, max_iter_inc=5, realign_iters=(3, 6), jobs=1,
+                     tree=TreeConfig(min_leaf_count=30))
+    train_tri(lang, train, systems / "mono", systems / "tri1", same)
+    other = dataclasses.replace(same, num_leaves=90)
+    with pytest.raises(DataError) as err:
+        train_tri(lang, train, systems / "mono", systems / "tri1", other)
+    assert str(err.value) == (f"{systems / 'tri1'}: stale: a finished train_tri system made with other options "
+                              f"(num_leaves: 150 -> 90); remove {systems / 'tri1'} (or train into another directory) "
+                              "to retrain")
+    with pytest.raises(DataError, match=r"stale: a finished train_mono system made with other options \(totgauss: 300 -> 301\)"):
+        train_mono(lang, train, systems / "mono", MonoConfig(num_iters=10, max_iter_inc=7, totgauss=301,
+                                                             realign_iters=(1, 2, 3, 4, 6, 8)))
+    assert mdl.stat().st_mtime_ns == before
+    assert main(["train-mono", str(train), str(lang), str(systems / "mono"), "--totgauss", "999"]) == 2
