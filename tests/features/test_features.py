@@ -256,6 +256,36 @@ def test_features_cli_speed_perturbs_only_the_train_split(tmp_path):
                  "--speed-perturb", "0.9,fast"]) == 2  # fmt: skip
 
 
+def test_features_cli_bad_input_is_one_line_and_skip_bad_skips(tmp_path, capsys):
+    """Through ``asr-hf features`` as the recipes call it: a wrong rate and a short cut stop
+    the command with one line (exit 2, no manifest); ``--skip-bad`` drops the short cut with
+    one line in skipped_train.txt."""
+    from asr_hf.cli import main
+
+    corpus = tmp_path / "corpus"
+    (corpus / "manifests").mkdir(parents=True)
+    cuts = list(_cuts(tmp_path, n=3, seconds=(1.0, 0.0125, 0.8)))
+    CutSet.from_cuts(cuts).to_file(corpus / "manifests" / "cuts_train.jsonl.gz")
+    base = ["features", "--corpus", str(corpus), "--kind", "mfcc", "--jobs", "1"]
+    capsys.readouterr()
+    def errors():  # stderr less the progress bars
+        return [x for x in capsys.readouterr().err.strip().splitlines() if "%|" not in x]
+
+    assert main([*base, "--out", str(tmp_path / "a"), "--sampling-rate", "8000"]) == 2
+    err = errors()
+    assert len(err) == 1 and err[0].startswith(f"asr-hf features: error: {cuts[0].id}: ") and \
+        err[0].endswith("sampling rate 16000 Hz, expected 8000 Hz"), err
+    assert main([*base, "--out", str(tmp_path / "b")]) == 2
+    err = errors()
+    assert err == [f"asr-hf features: error: {cuts[1].id}: audio shorter than one analysis window "
+                   "(200 samples < 400, 25 ms at 16000 Hz)"]
+    assert not (tmp_path / "a" / "cuts_train.jsonl.gz").exists() and not (tmp_path / "b" / "cuts_train.jsonl.gz").exists()
+    assert main([*base, "--out", str(tmp_path / "c"), "--skip-bad", "--sampling-rate", "16000"]) == 0
+    assert [c.id for c in CutSet.from_file(tmp_path / "c" / "cuts_train.jsonl.gz")] == [cuts[0].id, cuts[2].id]
+    assert (tmp_path / "c" / "skipped_train.txt").read_text().splitlines() == [
+        f"{cuts[1].id}\t{cuts[1].id}: audio shorter than one analysis window (200 samples < 400, 25 ms at 16000 Hz)"]
+
+
 def test_features_made_with_other_options_are_refused(tmp_path):
     cuts = _cuts(tmp_path)
     compute_features(cuts, "fbank", tmp_path / "f", "train", jobs=1, progress=False, num_mel_bins=23)
