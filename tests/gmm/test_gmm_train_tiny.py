@@ -112,3 +112,21 @@ def test_a_finished_system_is_reused_only_for_the_request_that_made_it(systems, 
                                                              realign_iters=(1, 2, 3, 4, 6, 8)))
     assert mdl.stat().st_mtime_ns == before
     assert main(["train-mono", str(train), str(lang), str(systems / "mono"), "--totgauss", "999"]) == 2
+
+
+def test_a_system_killed_before_its_done_marker_is_retrained_not_trusted(systems, tiny_corpus, tmp_path):
+    """kill -9 after final.mdl but before the final alignment (#18 defect 4): without
+    ``.done`` the directory is not a system; the rerun trains it again, alignments included."""
+    import shutil
+
+    from asr_hf.gmm.targets import tid_ali_path
+    from asr_hf.utils.io import is_done
+
+    mono = tmp_path / "mono"
+    shutil.copytree(systems / "mono", mono)
+    (mono / ".done").unlink()
+    shutil.rmtree(mono / "ali")
+    cfg = MonoConfig(num_iters=4, max_iter_inc=3, totgauss=200, realign_iters=(1, 2), jobs=2)
+    train_mono(tiny_corpus.lang_dir, systems / "cuts_train.jsonl.gz", mono, cfg)
+    assert is_done(mono) and tid_ali_path(mono / "ali", "train").is_file()
+    assert json.loads((mono / "config.json").read_text())["config"]["totgauss"] == 200
