@@ -412,14 +412,16 @@ def compute_features(
         wanted_config["downmix"] = True
     config_path = feature_config_path(out_dir, split)
     if is_done(out_dir, marker) and target.is_file():
-        if config_path.is_file():
-            made = json.loads(config_path.read_text())
-            if made != wanted_config:
-                raise DataError(
-                    str(target),
-                    f"stale: made with {json.dumps(made, sort_keys=True)} but asked for "
-                    f"{json.dumps(wanted_config, sort_keys=True)}; remove {out_dir} (or use another --out) to recompute",
-                )
+        if not config_path.is_file():  # written before the marker: an older asr_hf made this split
+            raise DataError(str(target), f"finished features with no record of their options ({config_path.name} "
+                                         f"missing); remove {out_dir} (or use another --out) to recompute")
+        made = json.loads(config_path.read_text())
+        if made != wanted_config:
+            raise DataError(
+                str(target),
+                f"stale: made with {json.dumps(made, sort_keys=True)} but asked for "
+                f"{json.dumps(wanted_config, sort_keys=True)}; remove {out_dir} (or use another --out) to recompute",
+            )
         existing = CutSet.from_file(target)
         skipped = skipped_path(out_dir, split)
         had = set(existing.ids)

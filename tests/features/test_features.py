@@ -296,6 +296,19 @@ def test_features_made_with_other_options_are_refused(tmp_path):
     assert len(compute_features(cuts, "fbank", tmp_path / "f", "train", jobs=1, progress=False, num_mel_bins=23)) == 3
 
 
+def test_finished_features_without_a_record_of_their_options_are_refused(tmp_path):
+    from asr_hf.data.paths import feature_config_path
+
+    cuts = _cuts(tmp_path)
+    compute_features(cuts, "fbank", tmp_path / "f", "train", jobs=1, progress=False)
+    feature_config_path(tmp_path / "f", "train").unlink()  # as an older asr_hf left it
+    with pytest.raises(DataError) as err:
+        compute_features(cuts, "fbank", tmp_path / "f", "train", jobs=1, progress=False)
+    assert str(err.value) == (f"{tmp_path / 'f' / 'cuts_train.jsonl.gz'}: finished features with no record of their "
+                              f"options (feature_config_train.json missing); remove {tmp_path / 'f'} (or use another "
+                              "--out) to recompute")
+
+
 def test_mixed_sampling_rates_in_a_split_are_refused(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
