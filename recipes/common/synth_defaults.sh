@@ -12,7 +12,6 @@ tri3_totgauss=4500
 dnn_feats=gmm         # the last GMM system's speaker-adapted (fMLLR) features, Kaldi nnet1 style
 model=dnn_small       # conf/model/: dnn_small (CPU), dnn_bn50 / dnn_swb300 (papers, GPU)
 trainer=cpu_demo
-acwt_sweep_gmm="0.04,0.06,0.08"
 # on 24 dev utterances of synth_bn small (tri1), beam 11 / max-active 2000 searched at RTF 0.22
 # and beam 10 / 1000 at 0.11 with the same WER (26.1 vs 25.3 %, within noise); beam 9 / 500
 # (RTF 0.06) lost 2.8 points to search errors
