@@ -60,7 +60,19 @@ def dist_runs(recipe_root):
         _overrides(exp / "dist_ahsgd", *AHSGD, "trainer.max_epochs=2", "trainer.newbob.enabled=false"),
         _overrides(exp / "dist_ahsgd_full", *AHSGD, "trainer.max_epochs=2", "trainer.newbob.enabled=false"),
     ]
-    run_local_workers(_phases_worker, 2, str(recipe_root), phases)
+    try:
+        run_local_workers(_phases_worker, 2, str(recipe_root), phases)
+    except torch.multiprocessing.ProcessExitedException as exc:
+        # a rare native abort in a gloo worker ("terminate called without an active exception",
+        # SIGABRT; seen once, in a fresh-clone suite run on 2026-12-07) is not what this tests:
+        # one fresh attempt, from scratch
+        if exc.signal_name != "SIGABRT":
+            raise
+        import shutil
+
+        for d in exp.glob("dist_*"):
+            shutil.rmtree(d)
+        run_local_workers(_phases_worker, 2, str(recipe_root), phases)
     return exp
 
 
