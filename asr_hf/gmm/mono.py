@@ -188,10 +188,17 @@ def train_mono(
 _RUN_ONLY = ("jobs",)
 
 
+def _record(stage: str, lang_dir, cuts_paths, config) -> dict:
+    """What ``config.json`` records of a training request (paths as strings)."""
+    return {"stage": stage, "lang_dir": str(lang_dir), "cuts": [str(p) for p in cuts_paths],
+            "config": dataclasses.asdict(config)}
+
+
 def _request(stage: str, lang_dir, cuts_paths, config) -> dict:
-    cfg = {k: v for k, v in dataclasses.asdict(config).items() if k not in _RUN_ONLY}
-    return json.loads(json.dumps({"stage": stage, "lang_dir": str(lang_dir), "cuts": [str(p) for p in cuts_paths],
-                                  "config": cfg}, default=str))
+    """The record as it reads back from JSON, without the run-only fields."""
+    req = json.loads(json.dumps(_record(stage, lang_dir, cuts_paths, config), default=str))
+    req["config"] = {k: v for k, v in req["config"].items() if k not in _RUN_ONLY}
+    return req
 
 
 def _same(a, b) -> bool:
@@ -227,13 +234,6 @@ def check_same_request(exp_dir: Path, stage: str, lang_dir, cuts_paths, config) 
 
 
 def _write_config(exp_dir: Path, stage: str, lang_dir, cuts_paths, config) -> None:
-    cfg = dataclasses.asdict(config)
-    record = {
-        "stage": stage,
-        "command": " ".join(sys.argv),
-        "lang_dir": str(lang_dir),
-        "cuts": [str(p) for p in cuts_paths],
-        "config": cfg,
-    }
+    record = {"command": " ".join(sys.argv), **_record(stage, lang_dir, cuts_paths, config)}
     with atomic_output(exp_dir / "config.json") as tmp:
         tmp.write_text(json.dumps(record, indent=1, default=str) + "\n")
