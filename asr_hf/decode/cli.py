@@ -79,6 +79,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="write the whole report here (RESULTS.md: table with WER intervals, paired differences, "
                    "HF speed-up, commands)")
     p.add_argument("--title", default="Results", help="report title")
+    p.add_argument("--words", type=Path, default=None,
+                   help="the recognition vocabulary (a lang dir's words.txt): adds the errors at out-of-vocabulary "
+                   "words (default: EXP_ROOT/../data/lang/words.txt when it exists)")
     p.add_argument("--paired-against", default=None,
                    help="system the paired differences are taken against (default: the best GMM of each set)")
     p.set_defaults(func=_compare)
@@ -205,7 +208,10 @@ def _compare(args: argparse.Namespace) -> int:
     from asr_hf.decode.report import collect_results, plot_results, plot_training_curves, results_markdown
     from asr_hf.utils.io import atomic_output
 
-    text = results_markdown(args.exp_root, args.title, args.paired_against)
+    words = args.words
+    if words is None and (Path(args.exp_root).resolve().parent / "data/lang/words.txt").is_file():
+        words = Path(args.exp_root).resolve().parent / "data/lang/words.txt"
+    text = results_markdown(args.exp_root, args.title, args.paired_against, words)
     print(text, end="")
     if args.out is not None:
         with atomic_output(args.out) as tmp:

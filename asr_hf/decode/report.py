@@ -521,9 +521,11 @@ def stage_times_section(exp_root: Pathlike) -> str:
     return "\n".join(lines)
 
 
-def results_markdown(exp_root: Pathlike, title: str = "Results", paired_against: Optional[str] = None) -> str:
+def results_markdown(exp_root: Pathlike, title: str = "Results", paired_against: Optional[str] = None,
+                     words_txt: Optional[Pathlike] = None) -> str:
     """The whole ``RESULTS.md`` of a recipe: the system table with WER intervals, the
-    paired differences, the HF speed-up section and the commands."""
+    paired differences, the HF speed-up section and the commands; with the recognition
+    vocabulary (``words_txt``) also the errors at out-of-vocabulary words."""
     rows = collect_results(exp_root)
     if not rows:
         raise DataError(str(exp_root), "no decode_*/wer.json found")
@@ -541,6 +543,10 @@ def results_markdown(exp_root: Pathlike, title: str = "Results", paired_against:
         if dnns:
             out += [f"\n## Every DNN against `{SGD_BASELINE}` (Kaldi nnet1's SGD-newbob, each at its own convergence)\n",
                     dnns]  # fmt: skip
+    if words_txt is not None:
+        from asr_hf.decode.oov import oov_markdown, read_vocabulary
+
+        out += ["\n" + oov_markdown(rows, read_vocabulary(words_txt))]
     for section in (speakers_section(rows), sweeps_section(rows), hf_speedup_section(exp_root),
                     stage_times_section(exp_root),
                     commands_section(exp_root)):
