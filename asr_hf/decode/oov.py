@@ -130,9 +130,10 @@ def sum_breakdowns(parts: Iterable[OovBreakdown]) -> OovBreakdown:
     return total
 
 
-def oov_markdown(rows: Iterable, vocab: set[str]) -> str:
+def oov_markdown(rows: Iterable, vocab: set[str], compare: Optional[tuple[str, str]] = None) -> str:
     """Markdown: per set, every system's %WER, the WER points of OOV-caused errors and the
-    %WER without them, then the best DNN's relative gain over the best GMM both ways.
+    %WER without them, then the relative gain of ``compare = (gmm, dnn)`` (default: the best
+    GMM and DNN of each set) both ways.
 
     ``rows`` are :class:`asr_hf.decode.report.ResultRow`-like (``system``, ``set``,
     ``decode_dir``, ``optimizer``: None for a GMM system)."""
@@ -151,6 +152,9 @@ def oov_markdown(rows: Iterable, vocab: set[str]) -> str:
         out += [f"| {r.system} | {b.wer:.2f} | {b.oov_points:.2f} | {b.wer_in_vocabulary:.2f} |" for r, b in got]
         gmm = [x for x in got if x[0].optimizer is None]
         dnn = [x for x in got if x[0].optimizer is not None]
+        if compare is not None:
+            gmm = [x for x in got if x[0].system == compare[0]]
+            dnn = [x for x in got if x[0].system == compare[1]]
         if gmm and dnn:
             (g, bg), (d, bd) = gmm[0], dnn[0]
             rel = 100.0 * (bd.wer - bg.wer) / max(bg.wer, 1e-9)

@@ -238,15 +238,13 @@ def ladder_table(rows: Sequence[ResultRow]) -> str:
     from asr_hf.decode.significance import paired_bootstrap, utterance_errors
 
     lines = []
+    chosen = best_gmm_and_dnn(rows)
     for dset in ("dev", "test"):
         by_sys = {r.system: r for r in rows if r.set == dset and r.wer_percent is not None}
         steps = [s for s in LADDER if s in by_sys]
         pairs = list(zip(steps, steps[1:]))
-        dnns = [r for r in by_sys.values() if not _is_gmm(r)]
-        if steps and dnns:
-            best_dnn = min(dnns, key=lambda r: r.wer_percent).system
-            best_gmm = min(steps, key=lambda s: by_sys[s].wer_percent)
-            pairs.append((best_gmm, best_dnn))
+        if chosen and all(s in by_sys for s in chosen):
+            pairs.append(chosen)
         if not pairs:
             continue
         if not lines:
@@ -259,6 +257,18 @@ def ladder_table(rows: Sequence[ResultRow]) -> str:
             lines.append(f"| {dset} | {a} -> {b} | {d.wer_a:.2f} -> {d.wer_b:.2f} | {d.diff:+.2f} | "
                          f"[{d.ci[0]:+.2f}, {d.ci[1]:+.2f}] | {rel:+.1f}% | {ok} |")  # fmt: skip
     return "\n".join(lines) + "\n" if lines else ""
+
+
+def best_gmm_and_dnn(rows: Sequence[ResultRow]) -> Optional[tuple[str, str]]:
+    """The best GMM of the ladder and the best DNN, both chosen on dev (as an acoustic
+    weight is), or on test when there is no dev; None without both kinds of system."""
+    for dset in ("dev", "test"):
+        by_sys = {r.system: r for r in rows if r.set == dset and r.wer_percent is not None}
+        gmms = [s for s in LADDER if s in by_sys]
+        dnns = [r for r in by_sys.values() if not _is_gmm(r)]
+        if gmms and dnns:
+            return (min(gmms, key=lambda s: by_sys[s].wer_percent), min(dnns, key=lambda r: r.wer_percent).system)
+    return None
 
 
 def _sets_in_order(rows: Sequence[ResultRow]) -> list[str]:
@@ -533,7 +543,8 @@ def results_markdown(exp_root: Pathlike, title: str = "Results", paired_against:
            compare_table(rows)]  # fmt: skip
     ladder = ladder_table(rows)
     if ladder:
-        out += ["\n## The ladder, step by step (paired differences; the last row: best DNN vs best GMM)\n", ladder]
+        out += ["\n## The ladder, step by step (paired differences; the last row: the best DNN against the best GMM, "
+                "both chosen on dev)\n", ladder]
     paired = paired_table(rows, paired_against)
     if paired:
         out += ["\n## Paired differences\n", paired]
@@ -546,7 +557,7 @@ def results_markdown(exp_root: Pathlike, title: str = "Results", paired_against:
     if words_txt is not None:
         from asr_hf.decode.oov import oov_markdown, read_vocabulary
 
-        out += ["\n" + oov_markdown(rows, read_vocabulary(words_txt))]
+        out += ["\n" + oov_markdown(rows, read_vocabulary(words_txt), best_gmm_and_dnn(rows))]
     for section in (speakers_section(rows), sweeps_section(rows), hf_speedup_section(exp_root),
                     stage_times_section(exp_root),
                     commands_section(exp_root)):

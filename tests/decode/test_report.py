@@ -223,3 +223,16 @@ def test_results_pair_every_dnn_against_sgd(tmp_path):
     rows = {line.split("|")[1].strip(): line for line in section.splitlines() if line.startswith("| dnn_")}
     assert set(rows) == {"dnn_hf", "dnn_hf_s1"}  # DNNs only, the GMMs stay in the GMM-referenced table
     assert "+1.67" in rows["dnn_hf"] and "+33.33" in rows["dnn_hf_s1"]
+
+
+def test_best_dnn_and_gmm_are_chosen_on_dev_and_kept_on_test(tmp_path):
+    from asr_hf.decode.report import best_gmm_and_dnn, ladder_table
+
+    # dnn_a is best on dev, dnn_b on test: the test row still compares dnn_a (no choosing on test)
+    for system, dev_wrong, test_wrong, opt in (("tri3", 30, 30, None), ("dnn_a", 10, 12, "sgd"), ("dnn_b", 12, 10, "sgd")):
+        _scored(tmp_path, system, "dev", dev_wrong, optimizer=opt)
+        _scored(tmp_path, system, "test", test_wrong, optimizer=opt)
+    rows = collect_results(tmp_path)
+    assert best_gmm_and_dnn(rows) == ("tri3", "dnn_a")
+    last = [line for line in ladder_table(rows).splitlines() if "tri3 ->" in line]
+    assert [line.split("|")[1:3] for line in last] == [[" dev ", " tri3 -> dnn_a "], [" test ", " tri3 -> dnn_a "]]
