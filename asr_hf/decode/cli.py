@@ -209,8 +209,9 @@ def _compare(args: argparse.Namespace) -> int:
     from asr_hf.utils.io import atomic_output
 
     words = args.words
-    if words is None and (Path(args.exp_root).resolve().parent / "data/lang/words.txt").is_file():
-        words = Path(args.exp_root).resolve().parent / "data/lang/words.txt"
+    if words is None:
+        default = Path(args.exp_root).resolve().parent / "data/lang/words.txt"
+        words = default if default.is_file() else None
     text = results_markdown(args.exp_root, args.title, args.paired_against, words)
     print(text, end="")
     if args.out is not None:

@@ -453,7 +453,8 @@ def speakers_section(rows: Sequence[ResultRow], set_name: str = "test") -> str:
     if not cands:
         return ""
     chosen = best_gmm_and_dnn(rows)  # the best DNN chosen on dev, as in the ladder
-    best = next((r for r in cands if chosen and r.system == chosen[1]), min(cands, key=lambda r: r.wer_percent))
+    on_dev = next((r for r in cands if chosen and r.system == chosen[1]), None)
+    best = on_dev or min(cands, key=lambda r: r.wer_percent)
     per = read_wer(best.decode_dir).get("per_speaker") or {}
     wers = {s: c["wer_percent"] for s, c in per.items() if c.get("wer_percent") is not None}
     if not wers:
@@ -462,7 +463,8 @@ def speakers_section(rows: Sequence[ResultRow], set_name: str = "test") -> str:
     worst = max(wers, key=wers.get)
     best_spk = min(wers, key=wers.get)
     lines = [
-        f"## Held-out speakers ({set_name}, best system `{best.system}`, the best DNN chosen on dev)\n",
+        f"## Held-out speakers ({set_name}, best system `{best.system}`"
+        f"{', the best DNN chosen on dev' if on_dev else ''})\n",
         f"{len(wers)} speakers, none seen in training. Pooled %WER {best.wer_percent:.2f}; mean over speakers "
         f"{mean:.2f}; best speaker `{best_spk}` {wers[best_spk]:.2f}; worst speaker `{worst}` {wers[worst]:.2f} "
         f"(+{wers[worst] - mean:.2f} over the mean, {wers[worst] / max(mean, 1e-9):.2f}x).\n",

@@ -161,7 +161,7 @@ def test_speakers_section_lists_the_best_systems_speakers(tmp_path):
     _fake_decode(tmp_path, "dnn_sgd", "test", 15.0, {"a": (40, 10.0), "b": (40, 12.0), "c": (20, 29.0)})
     _fake_decode(tmp_path, "dnn_sgd", "dev", 5.0, {"z": (10, 5.0)})
     text = speakers_section(collect_results(tmp_path))
-    assert "best system `dnn_sgd`, the best DNN chosen on dev" in text and "3 speakers" in text
+    assert "best system `dnn_sgd`" in text and "3 speakers" in text
     assert "mean over speakers 17.00" in text and "worst speaker `c` 29.00 (+12.00 over the mean, 1.71x)" in text
     rows = [line for line in text.splitlines() if line.startswith("| ") and "speaker" not in line]
     assert [r.split("|")[1].strip() for r in rows] == ["a", "b", "c"]  # sorted by WER
