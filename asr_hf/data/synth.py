@@ -57,7 +57,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from asr_hf.data.paths import SPLITS, lm_text_path, manifest_name, manifests_dir
-from asr_hf.data.text import read_fortunes, select_sentences, split_disjoint
+from asr_hf.data.text import read_fortunes, select_sentences, split_held_out
 from asr_hf.utils.errors import DataError
 from asr_hf.utils.io import Pathlike, atomic_output, is_done, mark_done
 from asr_hf.utils.procs import pool_kwargs
@@ -112,6 +112,9 @@ class CorpusSize:
     dev_speakers: int
     test_speakers: int
     lm_sentences: Optional[int] = None  # cap on LM text (spoken training sentences first); None: all
+    # dev/test sentences are drawn so that at most this fraction of their words is missing from
+    # the training text (the recognition vocabulary); None: uniform draw (~4% OOV on fortunes)
+    held_out_oov_rate: Optional[float] = 0.01
 
 
 SIZES: dict[str, CorpusSize] = {
@@ -389,20 +392,27 @@ def held_out_sentences(style: str, hours: float) -> int:
     return max(600, math.ceil(hours * 3600.0 / per_utt * 1.15))
 
 
-def build_text_pools(seed: int, dev_sentences: int = 600, test_sentences: int = 600) -> CorpusText:
-    """Sentences from Debian's fortunes, normalised, pronounceable, split disjointly."""
+def build_text_pools(
+    seed: int, dev_sentences: int = 600, test_sentences: int = 600, max_oov_rate: Optional[float] = 0.01
+) -> CorpusText:
+    """Sentences from Debian's fortunes, normalised, pronounceable, split disjointly.
+
+    Dev and test are drawn with :func:`split_held_out` so that their OOV rate
+    against the training text stays at most ``max_oov_rate``.
+    """
     from asr_hf.lang.lexicon import load_cmudict
 
     vocab = set(load_cmudict())
     sentences = select_sentences(read_fortunes(), vocabulary=vocab)
     if len(sentences) < dev_sentences + test_sentences + 100:
         raise DataError("fortunes", f"only {len(sentences)} usable sentences; install 'fortunes'")
-    n = len(sentences)
-    parts = split_disjoint(
-        sentences,
-        {"dev": dev_sentences / n, "test": test_sentences / n, "train": 1.0},
-        seed=seed,
-    )
+    parts = split_held_out(sentences, {"dev": dev_sentences, "test": test_sentences}, seed, max_oov_rate)
+    if len(parts["dev"]) < dev_sentences or len(parts["test"]) < test_sentences:
+        raise DataError(
+            "fortunes",
+            f"only {len(parts['dev'])}/{len(parts['test'])} dev/test sentences of {dev_sentences}/{test_sentences} "
+            f"fit an OOV rate of {max_oov_rate}",
+        )
     return CorpusText(train=parts["train"], dev=parts["dev"], test=parts["test"])
 
 
@@ -591,7 +601,10 @@ def plan_corpus(style: str = Style.BN, size: str | CorpusSize = "small", seed: i
 
 def _text_for(style: str, spec: CorpusSize, seed: int) -> CorpusText:
     return build_text_pools(
-        seed, held_out_sentences(style, spec.dev_hours), held_out_sentences(style, spec.test_hours)
+        seed,
+        held_out_sentences(style, spec.dev_hours),
+        held_out_sentences(style, spec.test_hours),
+        spec.held_out_oov_rate,
     )
 
 

@@ -60,6 +60,10 @@ def test_default_size_resolves_a_one_point_wer_difference():
     for split in ("dev", "test"):
         assert plan[split]["distinct_sentences"] == plan[split]["utterances"]
     assert held_out_sentences("bn", 1.0) >= plan["test"]["utterances"]
+    # held-out text is drawn to a BN-like OOV rate against the training text (the vocabulary):
+    # about 1%, not the ~4% a uniform draw of fortunes gives
+    for split in ("dev", "test"):
+        assert 0.005 <= plan[split]["oov_rate_vs_lm_text"] <= 0.011, (split, plan[split])
 
 
 def _espeak(tmp_path):
