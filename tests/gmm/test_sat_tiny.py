@@ -51,8 +51,14 @@ def test_tri3_training(tri3, tri2, tiny_corpus):
             assert all(b >= a - 1e-6 for a, b in zip(tr, tr[1:])) and tr[-1] > 0, (r["iter"], spk)
     gains = [r["improvement_per_frame"] for r in recs]
     assert gains[0] > gains[-1] > 0  # the transforms converge as the model adapts to them
-    ll = [r["avg_loglike"] for r in read_log(tri3)]
-    assert ll[-1] > ll[0]
+    # each EM pass on fixed alignments and transforms raises the per-frame log-likelihood; a pass
+    # after a realignment counts other frames (utterances that failed before now align) and one
+    # after an fMLLR estimate scores another feature space without the transform's log-determinant
+    # (as Kaldi's logs), so neither is compared with the pass before it
+    log = read_log(tri3)
+    em = [(a, b) for a, b in zip(log, log[1:])
+          if not b["realigned"] and "fmllr_improvement_per_frame" not in b and a["frames"] == b["frames"]]
+    assert em and all(b["avg_loglike"] > a["avg_loglike"] for a, b in em), log
     summary = json.loads((tri3 / "summary.json").read_text())
     assert summary["agreement_with_source"]["frame_phone_agreement"] > 0.7
 
