@@ -86,6 +86,10 @@ ESPEAK_VARIANTS = (
 FLITE_VOICES = {"kal16": 16000, "awb": 16000, "rms": 16000, "slt": 16000, "kal": 8000}
 
 
+# dev/test OOV rate the synthetic corpora are drawn to: a BN system with a 64k vocabulary's
+HELD_OUT_OOV_RATE = 0.01
+
+
 class Style:
     """Acoustic conditions of a corpus style."""
 
@@ -114,7 +118,7 @@ class CorpusSize:
     lm_sentences: Optional[int] = None  # cap on LM text (spoken training sentences first); None: all
     # dev/test sentences are drawn so that at most this fraction of their words is missing from
     # the training text (the recognition vocabulary); None: uniform draw (~4% OOV on fortunes)
-    held_out_oov_rate: Optional[float] = 0.01
+    held_out_oov_rate: Optional[float] = HELD_OUT_OOV_RATE
 
 
 SIZES: dict[str, CorpusSize] = {
@@ -393,7 +397,8 @@ def held_out_sentences(style: str, hours: float) -> int:
 
 
 def build_text_pools(
-    seed: int, dev_sentences: int = 600, test_sentences: int = 600, max_oov_rate: Optional[float] = 0.01
+    seed: int, dev_sentences: int = 600, test_sentences: int = 600,
+    max_oov_rate: Optional[float] = HELD_OUT_OOV_RATE,
 ) -> CorpusText:
     """Sentences from Debian's fortunes, normalised, pronounceable, split disjointly.
 

@@ -150,9 +150,10 @@ def oov_markdown(rows: Iterable, vocab: set[str], compare: Optional[tuple[str, s
                 f"({rate:.2f}%) are out of vocabulary\n",
                 "| system | %WER | OOV-caused errors (points) | %WER without them |", "|---|---:|---:|---:|"]
         out += [f"| {r.system} | {b.wer:.2f} | {b.oov_points:.2f} | {b.wer_in_vocabulary:.2f} |" for r, b in got]
-        gmm = [x for x in got if x[0].optimizer is None]
-        dnn = [x for x in got if x[0].optimizer is not None]
-        if compare is not None:
+        if compare is None:
+            gmm = [x for x in got if x[0].optimizer is None]
+            dnn = [x for x in got if x[0].optimizer is not None]
+        else:
             gmm = [x for x in got if x[0].system == compare[0]]
             dnn = [x for x in got if x[0].system == compare[1]]
         if gmm and dnn:
