@@ -64,3 +64,26 @@ def test_recipe_scripts_parse(script):
     """``bash -n``: a quoting slip in a sourced file otherwise only shows when that stage runs."""
     res = subprocess.run(["bash", "-n", str(REPO / script)], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
+
+
+def _dnn_names(*assignments: str) -> subprocess.CompletedProcess:
+    """``dnn_name`` of recipes/common/pipeline.sh for seed 0 and seed 2 under the given options."""
+    import os
+    import sys
+
+    script = "; ".join(("gmm_systems='mono tri3'", "dnn_feats=gmm", *assignments, ". recipes/common/pipeline.sh",
+                        'echo "$(dnn_name sgd 0) $(dnn_name hf 2)"'))  # fmt: skip
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    return subprocess.run(["bash", "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_dnn_exp_names_carry_the_data_and_the_tag_so_nothing_is_overwritten():
+    assert _dnn_names().stdout.split() == ["dnn_sgd", "dnn_hf_s2"]
+    assert _dnn_names("speed_perturb=0.9,1.1").stdout.split() == ["dnn_sgd_sp", "dnn_hf_sp_s2"]
+    assert _dnn_names("speed_perturb=0.9,1.1", "dnn_tag=4x512_relu").stdout.split() == [
+        "dnn_sgd_sp_4x512_relu", "dnn_hf_sp_4x512_relu_s2"]  # fmt: skip
+    assert _dnn_names("dnn_tag=relu").stdout.split() == ["dnn_sgd_relu", "dnn_hf_relu_s2"]
+    # a tag that would read as a seed (asr-hf speedup pairs runs by their _s<k>) or is no file name
+    for bad in ("x_s3", "s3", "-a", "a/b"):
+        res = _dnn_names(f"dnn_tag='{bad}'")
+        assert res.returncode == 1 and f"--dnn-tag '{bad}'" in res.stderr and not res.stdout, (bad, res.stderr)

@@ -57,15 +57,15 @@ def reference(tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_synth_bn_recipe_end_to_end(reference):
     tmp_path, args = reference, ARGS
-    for sys_name in ("mono", "tri1", "tri2", "tri3", "dnn_sgd", "dnn_hf_lbfgs_sampled"):
+    for sys_name in ("mono", "tri1", "tri2", "tri3", "dnn_sgd_sp", "dnn_hf_lbfgs_sampled_sp"):
         for s in ("dev", "test"):
             wer = json.loads((tmp_path / "exp" / sys_name / f"decode_{s}" / "wer.json").read_text())
             assert 0 <= wer["wer_percent"] <= 150 and wer["ref_words"] > 0, (sys_name, s, wer)
     results = (tmp_path / "RESULTS.md").read_text()
-    assert "dnn_hf_lbfgs_sampled" in results and "tri2" in results
+    assert "dnn_hf_lbfgs_sampled_sp" in results and "tri2" in results
     # the DNNs train on the last GMM's alignments and its speaker-adapted features (Kaldi nnet1),
     # of the speed-perturbed training copies (Kaldi nnet3); the GMMs trained on the originals
-    cmd = (tmp_path / "exp" / "dnn_sgd" / "command.txt").read_text()
+    cmd = (tmp_path / "exp" / "dnn_sgd_sp" / "command.txt").read_text()
     assert "data.ali_dir=exp/tri3/ali_sp" in cmd and "data.feats_dir=data/gmmfeats_tri3_sp" in cmd, cmd
     from lhotse import CutSet
 
@@ -82,13 +82,13 @@ def test_synth_bn_recipe_end_to_end(reference):
     for stage in range(0, 10):
         assert f"| {stage} | " in results.split("## Wall time per stage")[1], stage
     assert "## Held-out speakers (test, best system" in results
-    summary = json.loads((tmp_path / "exp" / "dnn_hf_lbfgs_sampled" / "train_summary.json").read_text())
+    summary = json.loads((tmp_path / "exp" / "dnn_hf_lbfgs_sampled_sp" / "train_summary.json").read_text())
     assert summary["optimizer"] == "hf_lbfgs_sampled" and summary["epochs_or_iters"] == 3
     # every stage is idempotent, with no skip logic in the recipe: each command skips its own
     # current output, so a re-run of stages 1-9 rewrites nothing
     kept = [tmp_path / p for p in ("data/lang/G.fst", "data/local/lm/lm.arpa", "exp/tri3/final.mdl",
-                                   "exp/tri3/decode_test/wer.json", "exp/dnn_sgd/final.pt",
-                                   "exp/dnn_sgd/loglikes_test.ark", "exp/dnn_sgd/decode_test/wer.json")]
+                                   "exp/tri3/decode_test/wer.json", "exp/dnn_sgd_sp/final.pt",
+                                   "exp/dnn_sgd_sp/loglikes_test.ark", "exp/dnn_sgd_sp/decode_test/wer.json")]
     before = {p: p.stat().st_mtime_ns for p in kept}
     res = _run(tmp_path, *args[:-4], "--stage", "1", "--stop-stage", "9", *args[-4:])
     assert res.returncode == 0, res.stderr[-2000:]
@@ -186,12 +186,12 @@ def test_kill_9_in_every_stage_then_rerun_gives_the_uninterrupted_result(referen
         assert _digest(tmp_path / rel) == _digest(reference / rel), rel
     a, b = (np.load(d / "exp" / "tri3" / "ali_sp" / "ali_train.npz") for d in (tmp_path, reference))
     assert sorted(a.files) == sorted(b.files) and all(np.array_equal(a[k], b[k]) for k in b.files)
-    for name in ("dnn_sgd", "dnn_hf_lbfgs_sampled"):
+    for name in ("dnn_sgd_sp", "dnn_hf_lbfgs_sampled_sp"):
         a, b = (torch.load(d / "exp" / name / "final.pt", map_location="cpu", weights_only=False) for d in
                 (tmp_path, reference))
         for k, v in b["model"].items():
             assert torch.equal(a["model"][k], v), (name, k)
-    for name in ("mono", "tri1", "tri2", "tri3", "dnn_sgd", "dnn_hf_lbfgs_sampled"):
+    for name in ("mono", "tri1", "tri2", "tri3", "dnn_sgd_sp", "dnn_hf_lbfgs_sampled_sp"):
         for s in ("dev", "test"):
             a, b = (json.loads((d / "exp" / name / f"decode_{s}" / "wer.json").read_text()) for d in
                     (tmp_path, reference))

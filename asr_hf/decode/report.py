@@ -415,21 +415,57 @@ def commands_section(exp_root: Pathlike) -> str:
             + "\n".join(parts) + "\n```\n")  # fmt: skip
 
 
+def _run_setup(run_dir: Path) -> tuple[str, str]:
+    """What a speed-up comparison must hold fixed: the run's optimizer, and its training data
+    and model (``config.yaml``'s ``data`` and ``model``, as JSON); ``("", "")`` without a config."""
+    import yaml
+
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.is_file():
+        return "", ""
+    cfg = yaml.safe_load(cfg_path.read_text()) or {}
+    optimizer = str((cfg.get("optim") or {}).get("name", ""))
+    return optimizer, json.dumps({"data": cfg.get("data"), "model": cfg.get("model")}, sort_keys=True)
+
+
 def hf_speedup_section(exp_root: Pathlike, baseline: str = "hf") -> str:
     """The papers' headline (``asr-hf speedup``) for every HF variant under ``exp_root``
-    that has a baseline run of the same seed; empty when there is none."""
-    from asr_hf.nnet.speedup import compare_seeds, runs_by_seed, seed_table, speedup_table
+    that has a baseline run of the same seed, data and model; empty when there is none.
+
+    Runs on other data or another model (``exp/dnn_<opt>_sp[_<tag>]``: the recipes'
+    ``--speed-perturb`` / ``--dnn-tag``) are compared with the ``baseline`` run of their own
+    setup (``dnn_hf_sp``), in a section of their own, never with the default one."""
+    from asr_hf.nnet.speedup import runs_by_seed
 
     root = Path(exp_root)
-    if not runs_by_seed(root, baseline):
-        return ""
     names = sorted({
         m.group(1) for d in root.glob("dnn_hf*") if (d / "train_log.jsonl").is_file()
-        for m in [re.match(r"^dnn_(.+?)(?:_s\d+)?$", d.name)] if m and m.group(1) != baseline
-        and m.group(1).startswith("hf")
+        for m in [re.match(r"^dnn_(.+?)(?:_s\d+)?$", d.name)] if m and m.group(1).startswith("hf")
     })  # fmt: skip
-    if not names:
-        return ""
+    groups: dict[str, list[str]] = {}  # data and model -> the HF names trained on them
+    optimizer = {}
+    for name in names:
+        runs = runs_by_seed(root, name)
+        if runs:
+            optimizer[name], setup = _run_setup(runs[min(runs)])
+            groups.setdefault(setup, []).append(name)
+    sections = []
+    for setup, members in groups.items():
+        # the group's baseline: the shortest name run with the baseline optimizer (dnn_hf,
+        # dnn_hf_sp), or without configs, the run named after it
+        bases = [n for n in members if (optimizer[n] == baseline if setup else n == baseline)]
+        if not bases:
+            continue
+        base = min(bases, key=len)
+        cands = [n for n in members if n != base]
+        if cands:
+            sections.append((base != baseline, base, _speedup_markdown(root, base, cands)))
+    return "\n".join(md for _, _, md in sorted(sections))
+
+
+def _speedup_markdown(root: Path, baseline: str, names: Sequence[str]) -> str:
+    from asr_hf.nnet.speedup import compare_seeds, seed_table, speedup_table
+
     results, summaries = compare_seeds(root, baseline, names)
     head = (
         f"## HF speed-up at baseline `{baseline}`'s final held-out cross-entropy\n\n"

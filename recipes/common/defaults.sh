@@ -15,7 +15,8 @@ tri3_leaves=""        # tri3 = SAT / fMLLR (train_sat.sh) on tri2's alignments; 
 tri3_totgauss=""
 optimizers="sgd hf hf_lbfgs_sampled"
 seeds="0"             # DNN training seeds (init, held-out split, HF samples); exp/dnn_<opt>[_s<seed>]
-speed_perturb=""      # e.g. 0.9,1.0,1.1: the DNNs train on speed-perturbed copies, aligned by the last GMM (Kaldi nnet3)
+speed_perturb=""      # e.g. 0.9,1.0,1.1: the DNNs train on speed-perturbed copies, aligned by the last GMM (Kaldi nnet3), in exp/dnn_<opt>_sp
+dnn_tag=""            # names the DNN runs exp/dnn_<opt>[_sp]_<tag>[_s<seed>], e.g. for another --model
 dnn_feats=fbank       # DNN input: fbank (the papers' 40 log-mel) or gmm (the last GMM system's fMLLR features)
 trainer=default       # conf/trainer/
 train_overrides=""    # extra Hydra overrides for every DNN, e.g. "trainer.max_iters=30"

@@ -37,9 +37,6 @@ want() {
   _stage_open=$1 _stage_t0=$(date +%s)
 }
 
-# exp dir name of a DNN run: dnn_<optimizer> for seed 0, dnn_<optimizer>_s<seed> otherwise
-# (asr-hf speedup pairs each candidate seed with the baseline run of the same seed)
-dnn_name() { if [ "$2" = 0 ]; then echo "dnn_$1"; else echo "dnn_$1_s$2"; fi; }
 
 # DNN training in one process, or data-parallel under torchrun with the same Hydra
 # config: --nproc N processes per node (GPUs, or CPU gloo workers); --nnodes M with
@@ -80,6 +77,18 @@ case "${dnn_feats:-fbank}" in
   *) echo "dnn_feats must be fbank or gmm, got '$dnn_feats'" >&2; exit 1 ;;
 esac
 dnn_train_feats_dir=$dnn_feats_dir$sp
+
+# exp dir name of a DNN run: dnn_<optimizer>[_sp][_<dnn_tag>] for seed 0, with _s<seed> after
+# it otherwise. _sp marks speed-perturbed training data (Kaldi's exp/nnet3/tdnn_sp) and
+# --dnn-tag another model or setting, so neither overwrites the default DNNs; asr-hf speedup
+# pairs each candidate seed with the baseline run of the same seed (and data and model)
+if [ -n "${dnn_tag:-}" ] && { [[ ! $dnn_tag =~ ^[A-Za-z0-9][A-Za-z0-9_.-]*$ ]] || [[ $dnn_tag =~ (^|_)s[0-9]+$ ]]; }; then
+  echo "--dnn-tag '$dnn_tag': letters, digits, '.', '-' and '_', starting with a letter or digit," \
+    "and not ending in s<digits> (that names a seed)" >&2
+  exit 1
+fi
+dnn_suffix=$sp${dnn_tag:+_$dnn_tag}
+dnn_name() { if [ "$2" = 0 ]; then echo "dnn_$1$dnn_suffix"; else echo "dnn_$1${dnn_suffix}_s$2"; fi; }
 
 run_pipeline() {
   local jobs_opt=""

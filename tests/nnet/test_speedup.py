@@ -99,3 +99,31 @@ def test_speedup_at_the_looser_target_ignores_the_flat_tail(tmp_path):
     assert r.slack_speedup == pytest.approx(50 / (20 * 1.99 / 1.995))
     _, summaries = compare_seeds(tmp_path, "hf", ["hf_lbfgs"])
     assert summaries[0].slack_reached == 1 and "reached CE +1%" in seed_table(summaries)
+
+
+def test_report_pairs_speed_perturbed_runs_only_with_their_own_baseline(tmp_path):
+    """``dnn_hf_sp`` and ``dnn_hf_lbfgs_sampled_sp`` (the recipes' --speed-perturb) make a
+    headline of their own: neither is compared with the default data's ``dnn_hf``."""
+    from asr_hf.decode.report import hf_speedup_section
+
+    def run(name, optimizer, feats, points):
+        d = _run(tmp_path, name, points)
+        (d / "config.yaml").write_text(f"data:\n  feats_dir: {feats}\nmodel:\n  hidden_dim: 256\n"
+                                       f"optim:\n  name: {optimizer}\n")  # fmt: skip
+
+    run("dnn_hf", "hf", "data/gmmfeats_tri3", [(0, 3.0), (100, 1.5)])
+    run("dnn_hf_lbfgs_sampled", "hf_lbfgs_sampled", "data/gmmfeats_tri3", [(0, 3.0), (50, 1.5)])  # 2x
+    run("dnn_hf_sp", "hf", "data/gmmfeats_tri3_sp", [(0, 3.0), (300, 1.2)])
+    run("dnn_hf_lbfgs_sampled_sp", "hf_lbfgs_sampled", "data/gmmfeats_tri3_sp", [(0, 3.0), (100, 1.2)])  # 3x
+    md = hf_speedup_section(tmp_path)
+    default, sp = md.split("## HF speed-up at baseline `hf_sp`")
+    assert "baseline `hf`'s" in default and "| dnn_hf | dnn_hf_lbfgs_sampled | 1.5000 |" in default
+    assert "_sp" not in default and "2.00x" in default
+    assert "| dnn_hf_sp | dnn_hf_lbfgs_sampled_sp | 1.2000 |" in sp and "3.00x" in sp
+    # a run on other data with no baseline of its own is left out, not paired with dnn_hf
+    run("dnn_hf_sampled_sp", "hf_sampled", "data/gmmfeats_tri3_sp", [(0, 3.0), (20, 1.5)])
+    import shutil
+
+    shutil.rmtree(tmp_path / "dnn_hf_sp")
+    md = hf_speedup_section(tmp_path)
+    assert "_sp" not in md and "dnn_hf_lbfgs_sampled" in md
