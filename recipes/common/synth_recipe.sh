@@ -29,7 +29,7 @@ option_files="$here/defaults.sh $here/synth_defaults.sh $conf"
 . "$here/pipeline.sh"
 
 mkdir -p data exp
-{ echo "# $(date)"; echo "$0 --style $style --stage $stage --stop-stage $stop_stage --size $size --optimizers \"$optimizers\" --seeds \"$seeds\"${speed_perturb:+ --speed-perturb $speed_perturb} --model $model --trainer $trainer $train_overrides"; } >> exp/commands.log
+{ echo "# $(date)"; echo "$0 --style $style --stage $stage --stop-stage $stop_stage --size $size --optimizers \"$optimizers\" --seeds \"$seeds\"${speed_perturb:+ --speed-perturb $speed_perturb}${dnn_tag:+ --dnn-tag $dnn_tag} --model $model --trainer $trainer $train_overrides"; } >> exp/commands.log
 
 if want 0; then
   log "Stage 0: synthesize the $size $style corpus (seed $seed)"
