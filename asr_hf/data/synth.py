@@ -86,7 +86,7 @@ ESPEAK_VARIANTS = (
 FLITE_VOICES = {"kal16": 16000, "awb": 16000, "rms": 16000, "slt": 16000, "kal": 8000}
 
 
-# dev/test OOV rate the synthetic corpora are drawn to: a BN system with a 64k vocabulary's
+# dev/test OOV rate the synthetic corpora are drawn to: about a BN system's with a 64k vocabulary
 HELD_OUT_OOV_RATE = 0.01
 
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
@@ -435,13 +434,12 @@ def hf_speedup_section(exp_root: Pathlike, baseline: str = "hf") -> str:
     Runs on other data or another model (``exp/dnn_<opt>_sp[_<tag>]``: the recipes'
     ``--speed-perturb`` / ``--dnn-tag``) are compared with the ``baseline`` run of their own
     setup (``dnn_hf_sp``), in a section of their own, never with the default one."""
-    from asr_hf.nnet.speedup import runs_by_seed
+    from asr_hf.nnet.speedup import _SEED_SUFFIX, runs_by_seed
 
     root = Path(exp_root)
-    names = sorted({
-        m.group(1) for d in root.glob("dnn_hf*") if (d / "train_log.jsonl").is_file()
-        for m in [re.match(r"^dnn_(.+?)(?:_s\d+)?$", d.name)] if m and m.group(1).startswith("hf")
-    })  # fmt: skip
+    # dnn_<name>[_s<seed>] -> <name>: the glob keeps every name starting with "hf"
+    names = sorted({_SEED_SUFFIX.match(d.name).group("name")[len("dnn_"):]
+                    for d in root.glob("dnn_hf*") if (d / "train_log.jsonl").is_file()})  # fmt: skip
     groups: dict[str, list[str]] = {}  # data and model -> the HF names trained on them
     optimizer = {}
     for name in names:

@@ -37,7 +37,6 @@ want() {
   _stage_open=$1 _stage_t0=$(date +%s)
 }
 
-
 # DNN training in one process, or data-parallel under torchrun with the same Hydra
 # config: --nproc N processes per node (GPUs, or CPU gloo workers); --nnodes M with
 # --rdzv-endpoint HOST:PORT for multi-node jobs (run the recipe's stage 8 on every
